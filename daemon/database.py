@@ -1,0 +1,199 @@
+"""Database access: SQLite engines set up as a durable queue, sessions and Alembic migrations."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+BUSY_TIMEOUT_MS = 30_000
+
+_ConnectHook = Callable[[DBAPIConnection, ConnectionPoolEntry], None]
+
+# Execution option read by the "begin" hook: how a transaction starts. IMMEDIATE by default.
+_BEGIN_MODE_OPTION = "tigerwatch_begin_mode"
+
+
+class DatabaseError(Exception):
+    """The database cannot be used as it is (unknown revision, foreign file, broken integrity)."""
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for the daemon: WAL, FULL sync, foreign keys on, every transaction IMMEDIATE.
+
+    IMMEDIATE takes SQLite's write lock at BEGIN, so a transaction that reads and then writes
+    waits for another writer (busy_timeout) instead of failing with "database is locked" when
+    it tries to upgrade its read lock. For read-only work that must not wait, use `deferred()`.
+    """
+    return _build_engine(url, foreign_keys=True)
+
+
+def create_migration_engine(url: str) -> Engine:
+    """Like `create_db_engine`, with foreign keys off, for Alembic.
+
+    Batch migrations rebuild a table (copy, DROP, rename); with enforcement on, dropping
+    `images` would cascade-delete every classification. `check_foreign_keys` runs instead,
+    before the migration commits.
+    """
+    return _build_engine(url, foreign_keys=False)
+
+
+def deferred(engine: Engine) -> Engine:
+    """The same engine (same pool) whose transactions begin DEFERRED: for read-only work."""
+    return engine.execution_options(**{_BEGIN_MODE_OPTION: "DEFERRED"})
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions bound to `engine`.
+
+    expire_on_commit is off: reading an attribute after commit would otherwise reload it,
+    silently starting a new (IMMEDIATE, write-locking) transaction.
+    """
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def check_foreign_keys(connection: Connection) -> None:
+    """Raise DatabaseError if any row breaks a foreign key (SQLite only; a no-op elsewhere)."""
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        table, rowid, parent, _ = broken[0]
+        raise DatabaseError(
+            f"{len(broken)} rows break a foreign key, e.g. {table} rowid {rowid} -> {parent}"
+        )
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic configuration without alembic.ini; env.py migrates `connection` when given."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise DatabaseError(f"{MIGRATIONS_DIR}: no migration revisions found")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None when it has never been migrated."""
+    with deferred(engine).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade_database(url: str) -> None:
+    """Migrate the database at `url` to head, in one transaction; a no-op when already there.
+
+    Raises DatabaseError, leaving the database untouched, when it is at a revision this code
+    does not know (written by a newer tigerwatch) or holds tables but was never migrated.
+    """
+    engine = create_migration_engine(url)
+    try:
+        # One IMMEDIATE transaction: two daemons starting together migrate one after the other.
+        with engine.begin() as connection:
+            before = _known_revision(connection, url)
+            command.upgrade(alembic_config(connection), "head")
+    finally:
+        engine.dispose()
+    after = head_revision()
+    if before != after:
+        logger.info("database %s upgraded from %s to %s", _describe(url), before, after)
+
+
+def _known_revision(connection: Connection, url: str) -> str | None:
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current is None:
+        _refuse_foreign_database(connection, url)
+        return None
+    known = {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+    if current not in known:
+        raise DatabaseError(
+            f"database {_describe(url)} is at revision {current!r}, unknown to this version "
+            f"(newest known: {head_revision()!r}); it was written by a newer tigerwatch: "
+            "upgrade tigerwatch or restore a backup"
+        )
+    return current
+
+
+def _refuse_foreign_database(connection: Connection, url: str) -> None:
+    tables = [name for name in inspect(connection).get_table_names() if name != "alembic_version"]
+    if tables:
+        raise DatabaseError(
+            f"database {_describe(url)} has tables ({', '.join(sorted(tables))}) but no migration "
+            "history: not a tigerwatch database, or one created without Alembic"
+        )
+
+
+def _build_engine(url: str, *, foreign_keys: bool) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed)
+    _create_parent_folder(parsed)
+    engine = create_engine(parsed)
+    event.listen(engine, "connect", _sqlite_connect_hook(foreign_keys, _describe(url)))
+    event.listen(engine, "begin", _begin)
+    return engine
+
+
+def _sqlite_connect_hook(foreign_keys: bool, description: str) -> _ConnectHook:
+    def on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        connection = cast(sqlite3.Connection, dbapi_connection)
+        # pysqlite's own BEGIN is always DEFERRED and skipped before SELECTs: switch it off
+        # and emit BEGIN in `_begin` (the recipe in SQLAlchemy's SQLite dialect docs).
+        connection.isolation_level = None
+        # busy_timeout first, so that switching to WAL waits for other connections.
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        journal_mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        mode = None if journal_mode is None else journal_mode[0]
+        if mode not in ("wal", "memory"):
+            logger.warning(
+                "database %s: journal_mode is %s, not wal (on a network filesystem?)",
+                description,
+                mode,
+            )
+
+    return on_connect
+
+
+def _begin(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(_BEGIN_MODE_OPTION, "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _create_parent_folder(url: URL) -> None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _describe(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    return parsed.render_as_string(hide_password=True)

@@ -1,0 +1,265 @@
+"""The database schema: typed SQLAlchemy ORM models of the queue and its results."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import JSON
+
+from daemon.decision import Decision
+
+# Timestamps: timezone-aware UTC datetimes in Python, stored as naive UTC in SQLAlchemy's
+# DateTime format ("2025-01-31 23:59:59.123456"), which sorts as text and reads plainly in the
+# sqlite3 shell. The one exception is images.capture_time: the camera's own local clock from
+# EXIF, naive, with no known zone, stored and returned as it is.
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+IMAGE_LATEST_VIEW = "image_latest"
+
+# One row per image with its newest classification (NULLs while unclassified). Migrations
+# freeze a copy of this text; a test checks that the copy in force equals this constant.
+IMAGE_LATEST_VIEW_SQL = """\
+CREATE VIEW image_latest AS
+SELECT
+    i.id,
+    i.sha256,
+    i.original_path,
+    i.original_name,
+    i.size_bytes,
+    i.first_seen_at,
+    i.state,
+    i.decision,
+    i.attempts,
+    i.next_attempt_at,
+    i.last_error,
+    i.intended_path,
+    i.final_path,
+    i.done_at,
+    i.capture_time,
+    i.camera_make,
+    i.camera_model,
+    c.model_name,
+    c.target_score,
+    c.decision AS classification_decision,
+    c.probabilities,
+    c.created_at AS classified_at
+FROM images AS i
+LEFT JOIN classifications AS c
+    ON c.id = (
+        SELECT c2.id
+        FROM classifications AS c2
+        WHERE c2.image_id = i.id
+        ORDER BY c2.created_at DESC, c2.id DESC
+        LIMIT 1
+    )"""
+
+
+def utcnow() -> datetime:
+    """The current time as a timezone-aware UTC datetime, the form every timestamp takes."""
+    return datetime.now(UTC)
+
+
+class ImageState(enum.StrEnum):
+    """Where an image is in the queue."""
+
+    QUEUED = "queued"
+    ROUTING = "routing"  # decided, destination recorded, file move not yet confirmed
+    DONE = "done"
+
+
+class ImageDecision(enum.StrEnum):
+    """What finally happened to an image's file."""
+
+    POSITIVE = "positive"
+    UNCERTAIN = "uncertain"
+    NEGATIVE = "negative"
+    QUARANTINED = "quarantined"
+    VANISHED = "vanished"  # the file disappeared from the inbox before it could be moved
+
+
+class MoveState(enum.StrEnum):
+    """Progress of moving a duplicate or rejected inbox entry out of the inbox."""
+
+    ROUTING = "routing"
+    DONE = "done"
+
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class StrEnumType(TypeDecorator[E]):
+    """Stores a StrEnum as its plain string value and gives the enum member back."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum_class: type[E]) -> None:
+        super().__init__()
+        self.enum_class = enum_class
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        # Converting here rejects an unknown value before it reaches the CHECK constraint.
+        return None if value is None else self.enum_class(value).value
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_class(value)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetime in Python, naive UTC in the database; naive input is refused."""
+
+    impl = DateTime()
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: timestamps must be aware (use utcnow())")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _one_of(column: str, enum_class: type[enum.StrEnum]) -> CheckConstraint:
+    allowed = ", ".join(f"'{member.value}'" for member in enum_class)
+    return CheckConstraint(f"{column} IN ({allowed})", name=column)
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the constraint naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Image(Base):
+    """One distinct content (by SHA-256), the unit of work of the queue."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        _one_of("state", ImageState),
+        _one_of("decision", ImageDecision),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    original_path: Mapped[str] = mapped_column(Text, index=True)  # where the content was first seen
+    original_name: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    state: Mapped[ImageState] = mapped_column(
+        StrEnumType(ImageState), index=True, default=ImageState.QUEUED
+    )
+    decision: Mapped[ImageDecision | None] = mapped_column(StrEnumType(ImageDecision))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # retry backoff
+    last_error: Mapped[str | None] = mapped_column(Text)
+    intended_path: Mapped[str | None] = mapped_column(Text)  # recorded before the move
+    final_path: Mapped[str | None] = mapped_column(Text)  # recorded after the move
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    capture_time: Mapped[datetime | None] = mapped_column(DateTime)  # camera-local, naive
+    camera_make: Mapped[str | None] = mapped_column(String(128))
+    camera_model: Mapped[str | None] = mapped_column(String(128))
+
+    classifications: Mapped[list[Classification]] = relationship(
+        back_populates="image",
+        order_by="Classification.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+    duplicates: Mapped[list[Duplicate]] = relationship(
+        back_populates="image",
+        order_by="Duplicate.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class Classification(Base):
+    """One CLIP classification run of an image, with everything needed to audit it."""
+
+    __tablename__ = "classifications"
+    __table_args__ = (_one_of("decision", Decision),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    model_name: Mapped[str] = mapped_column(Text)
+    model_revision: Mapped[str | None] = mapped_column(Text)
+    precision: Mapped[str] = mapped_column(String(16))  # e.g. "fp32", "bf16", "int8"
+    labels: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # [{"text": ..., "target": bool}]
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON)  # label text -> probability
+    target_score: Mapped[float] = mapped_column(Float)
+    decision: Mapped[Decision] = mapped_column(StrEnumType(Decision))
+    positive_threshold: Mapped[float] = mapped_column(Float)
+    uncertain_threshold: Mapped[float] = mapped_column(Float)
+    decode_ms: Mapped[float | None] = mapped_column(Float)
+    inference_ms: Mapped[float | None] = mapped_column(Float)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, little-endian
+    embedding_dim: Mapped[int | None] = mapped_column(Integer)
+
+    image: Mapped[Image] = relationship(back_populates="classifications")
+
+
+class Duplicate(Base):
+    """A later arrival of content already in images: never classified again, only moved."""
+
+    __tablename__ = "duplicates"
+    __table_args__ = (_one_of("state", MoveState),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    source_path: Mapped[str] = mapped_column(Text, index=True)
+    arrived_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    state: Mapped[MoveState] = mapped_column(
+        StrEnumType(MoveState), index=True, default=MoveState.ROUTING
+    )
+    intended_path: Mapped[str | None] = mapped_column(Text)
+    final_path: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    image: Mapped[Image] = relationship(back_populates="duplicates")
+
+
+class Reject(Base):
+    """An inbox entry that is never opened (a symlink, a FIFO, ...), moved aside with a reason."""
+
+    __tablename__ = "rejects"
+    __table_args__ = (_one_of("state", MoveState),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_path: Mapped[str] = mapped_column(Text, index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    arrived_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    state: Mapped[MoveState] = mapped_column(
+        StrEnumType(MoveState), index=True, default=MoveState.ROUTING
+    )
+    intended_path: Mapped[str | None] = mapped_column(Text)
+    final_path: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
