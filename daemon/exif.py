@@ -1,0 +1,152 @@
+"""Camera metadata (capture time, make, model, GPS presence) read from EXIF; never fatal."""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+# EXIF tag numbers (TIFF/EXIF 2.32).
+_MAKE = 0x010F
+_MODEL = 0x0110
+_SOFTWARE = 0x0131
+_DATETIME = 0x0132
+_EXIF_IFD = 0x8769
+_GPS_IFD = 0x8825
+_DATETIME_ORIGINAL = 0x9003
+_DATETIME_DIGITIZED = 0x9004
+_GPS_LATITUDE = 2
+_GPS_LONGITUDE = 4
+
+# Camera clocks reset to 1970/1980 or set to garbage after a battery swap; such times mislead
+# more than they help.
+_MIN_YEAR = 1990
+_MAX_YEAR = 2100
+
+# "YYYY:MM:DD HH:MM:SS" is the standard; some firmware writes "-", "/" or "." in the date.
+_EXIF_DATETIME = re.compile(
+    r"(\d{4})[:\-/.](\d{1,2})[:\-/.](\d{1,2})[ T](\d{1,2}):(\d{1,2}):(\d{1,2})"
+)
+
+
+@dataclass(frozen=True)
+class CameraMetadata:
+    """What the camera says about a frame; every field is None (or False) when unknown.
+
+    Text fields keep the camera's own spelling ("BolyMedia", "RECONYX", "Reconyx") with NUL
+    padding, control characters and runs of whitespace removed, so they read well in reports;
+    compare them with ``str.casefold()``. Some vendors fill Make/Model with NULs and are known only
+    by ``software`` (e.g. 'DL560PBNx02020'); old Cuddebacks swap Make and Model. Both are kept as
+    written: guessing the vendor is the caller's business.
+    """
+
+    capture_time: datetime | None = None  # naive camera-local time; camera clocks can be off
+    camera_make: str | None = None
+    camera_model: str | None = None
+    software: str | None = None
+    has_gps: bool = False  # location of a possibly sensitive species: never leak it
+
+
+EMPTY_METADATA = CameraMetadata()
+
+
+def read_metadata(image: Image.Image, *, name: str) -> CameraMetadata:
+    """Read camera metadata from `image`'s EXIF; logs a warning naming `name` when it is corrupt.
+
+    Never raises: metadata must not stop a frame from being classified.
+    """
+    try:
+        exif = image.getexif()
+        base = dict(exif)
+    except Exception as err:  # EXIF parsers raise anything from struct.error to KeyError
+        _warn_corrupt(name, "EXIF", err)
+        return EMPTY_METADATA
+    if not base:
+        return EMPTY_METADATA
+    sub_ifd = (_read_ifd(exif, _EXIF_IFD, name=name) or {}) if _EXIF_IFD in base else {}
+    return CameraMetadata(
+        capture_time=_capture_time(base, sub_ifd),
+        camera_make=clean_text(base.get(_MAKE)),
+        camera_model=clean_text(base.get(_MODEL)),
+        software=clean_text(base.get(_SOFTWARE)),
+        has_gps=_has_gps(exif, base, name=name),
+    )
+
+
+def clean_text(value: object) -> str | None:
+    """Normalise an EXIF text value: NULs and control characters dropped, whitespace collapsed."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if not isinstance(value, str):
+        return None
+    printable = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in value)
+    return " ".join(printable.split()) or None
+
+
+def parse_exif_datetime(value: object) -> datetime | None:
+    """Parse an EXIF date-time string; None when absent, malformed or implausible."""
+    text = clean_text(value)
+    if text is None:
+        return None
+    match = _EXIF_DATETIME.match(text)
+    if match is None:
+        return None
+    try:
+        year, month, day, hour, minute, second = (int(group) for group in match.groups())
+        parsed = datetime(year, month, day, hour, minute, second)
+    except ValueError:  # "0000:00:00 00:00:00", month 13, hour 24...
+        return None
+    return parsed if _MIN_YEAR <= parsed.year <= _MAX_YEAR else None
+
+
+def _capture_time(base: Mapping[int, Any], sub_ifd: Mapping[int, Any]) -> datetime | None:
+    candidates = (
+        sub_ifd.get(_DATETIME_ORIGINAL),
+        sub_ifd.get(_DATETIME_DIGITIZED),
+        base.get(_DATETIME),
+    )
+    for value in candidates:
+        parsed = parse_exif_datetime(value)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _has_gps(exif: Image.Exif, base: Mapping[int, Any], *, name: str) -> bool:
+    """True when the GPS IFD holds coordinates, even (0, 0): a false alarm only hides nothing.
+
+    An unreadable GPS IFD also counts as True: the raw bytes may still hold a location, and
+    missing a sensitive species' site costs far more than withholding a harmless one.
+    """
+    if _GPS_IFD not in base:
+        return False
+    gps = _read_ifd(exif, _GPS_IFD, name=name)
+    if gps is None:
+        return True
+    return _has_value(gps.get(_GPS_LATITUDE)) and _has_value(gps.get(_GPS_LONGITUDE))
+
+
+def _has_value(value: object) -> bool:
+    if isinstance(value, tuple | list | bytes | str):
+        return len(value) > 0
+    return value is not None
+
+
+def _read_ifd(exif: Image.Exif, tag: int, *, name: str) -> dict[int, Any] | None:
+    try:
+        return dict(exif.get_ifd(tag))
+    except Exception as err:  # a corrupt sub-IFD must not cost the tags already read
+        _warn_corrupt(name, f"EXIF IFD 0x{tag:04x}", err)
+        return None
+
+
+def _warn_corrupt(name: str, part: str, err: Exception) -> None:
+    logger.warning("%s: corrupt %s ignored (%s: %s)", name, part, type(err).__name__, err)
