@@ -341,6 +341,7 @@ class Worker(_Section):
     decode_threads: int = Field(default=2, ge=1, le=32)
     max_decode_attempts: int = Field(default=3, ge=1)
     retry_delay_seconds: float = Field(default=60.0, ge=0)
+    destination_retry_seconds: float = Field(default=30.0, gt=0)
 
 
 class Logging(_Section):

@@ -1,0 +1,66 @@
+"""Formats `tigerwatch classify` results as text, JSON or bar-chart PNGs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon.config import Config
+from daemon.oneshot import FileOutcome
+
+
+def print_text(outcomes: Sequence[FileOutcome]) -> None:
+    for outcome in outcomes:
+        if outcome.error is not None:
+            print(f"error: {outcome.error}", file=sys.stderr)
+            continue
+        assert outcome.classification is not None and outcome.decision is not None
+        print(outcome.path)
+        ranked = sorted(outcome.classification.probabilities.items(), key=lambda item: -item[1])
+        width = max(len(label) for label, _ in ranked)
+        for label, probability in ranked:
+            print(f"  {label:<{width}}  {probability:.3f}")
+        print(f"  target score {outcome.classification.target_score:.3f}: {outcome.decision}")
+
+
+def print_json(outcomes: Sequence[FileOutcome]) -> None:
+    print(json.dumps([_as_json(outcome) for outcome in outcomes], indent=2, ensure_ascii=False))
+
+
+def _as_json(outcome: FileOutcome) -> dict[str, object]:
+    if outcome.error is not None:
+        return {"path": str(outcome.path), "error": outcome.error}
+    assert outcome.classification is not None and outcome.decision is not None
+    return {
+        "path": str(outcome.path),
+        "probabilities": outcome.classification.probabilities,
+        "target_score": outcome.classification.target_score,
+        "decision": str(outcome.decision),
+    }
+
+
+def write_plots(outcomes: Sequence[FileOutcome], out: Path, config: Config) -> list[Path]:
+    from daemon.fileops import unique_destination
+    from daemon.plot import plot_probabilities
+
+    targets = frozenset(label.text for label in config.labels if label.target)
+    written: list[Path] = []
+    for outcome in outcomes:
+        if outcome.classification is None:
+            continue
+        if out.suffix.lower() == ".png":
+            destination = out
+        else:
+            destination = unique_destination(out, f"{outcome.path.name}.png")
+        title = f"{outcome.path.name}: target {outcome.classification.target_score:.3f} ({outcome.decision})"
+        written.append(
+            plot_probabilities(
+                outcome.classification.probabilities,
+                title=title,
+                target_labels=targets,
+                out=destination,
+            )
+        )
+    return written

@@ -1,0 +1,191 @@
+"""Command-line interface: parses arguments, turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon import __version__
+from daemon.config import Config, ConfigError, load_config
+from daemon.logsetup import configure_logging
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_MODEL = 3
+EXIT_DATABASE = 4
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tigerwatch", description="Sort camera-trap frames with CLIP zero-shot."
+    )
+    parser.add_argument("--version", action="version", version=f"tigerwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    _add_config_option(check)
+    check.set_defaults(handler=_check_config)
+
+    classify = commands.add_parser("classify", help="classify image files once and print results")
+    _add_config_option(classify)
+    classify.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    classify.add_argument(
+        "--plot",
+        type=Path,
+        metavar="OUT",
+        help="write each image's probability bar chart as PNG into folder OUT "
+        "(or to OUT itself when it ends in .png and one image is given)",
+    )
+    classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    classify.set_defaults(handler=_classify)
+
+    database = commands.add_parser("db", help="database maintenance")
+    db_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser(
+        "upgrade", help="create or migrate the database to the latest schema"
+    )
+    _add_config_option(upgrade)
+    upgrade.set_defaults(handler=_db_upgrade)
+
+    run = commands.add_parser("run", help="run the daemon in the foreground until SIGTERM")
+    _add_config_option(run)
+    run.set_defaults(handler=_run)
+
+    status = commands.add_parser("status", help="show the queue and today's totals")
+    _add_config_option(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_status)
+
+    download = commands.add_parser(
+        "download-model",
+        help="on a connected machine: save a CLIP model into a folder to copy to a station",
+    )
+    download.add_argument("name", help="hub name, e.g. openai/clip-vit-base-patch32")
+    download.add_argument("out", type=Path, help="folder to write")
+    download.set_defaults(handler=_download_model)
+    return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, required=True, metavar="FILE", help="YAML configuration"
+    )
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    configure_logging(config.logging.level)
+    return config
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    load_config(args.config)  # ConfigError is printed by main()
+    print("ok")
+    return EXIT_OK
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from daemon.classifier import ClipClassifier, ModelLoadError
+    from daemon.classify_output import print_json, print_text, write_plots
+    from daemon.oneshot import classify_files
+
+    config = _load(args)
+    if args.plot is not None and args.plot.suffix.lower() == ".png" and len(args.images) > 1:
+        print(
+            f"--plot {args.plot}: a .png file holds one chart; give a folder for several images",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        classifier = ClipClassifier.load(
+            config.model.name_or_path,
+            [label.text for label in config.labels],
+            [label.target for label in config.labels],
+            precision=config.model.precision,
+            device=config.model.device,
+        )
+    except ModelLoadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_MODEL
+    outcomes = list(classify_files(classifier, args.images, config))
+    if args.json:
+        print_json(outcomes)
+    else:
+        print_text(outcomes)
+    if args.plot is not None:
+        write_plots(outcomes, args.plot, config)
+    return EXIT_SOME_FAILED if any(outcome.error for outcome in outcomes) else EXIT_OK
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from daemon.database import DatabaseError, upgrade_database
+
+    config = _load(args)
+    try:
+        upgrade_database(config.database.url)
+    except DatabaseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATABASE
+    print(f"database at {config.database.url} is up to date")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from daemon.classifier import ModelLoadError
+    from daemon.database import DatabaseError
+    from daemon.service import run_daemon
+
+    config = _load(args)
+    try:
+        return run_daemon(config)
+    except ModelLoadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_MODEL
+    except DatabaseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATABASE
+
+
+def _status(args: argparse.Namespace) -> int:
+    from daemon.database import create_db_engine
+    from daemon.status import format_status, gather_status
+    from daemon.store import Store
+
+    config = _load(args)
+    report = gather_status(Store(create_db_engine(config.database.url)))
+    print(dump_json(report.as_dict()) if args.json else format_status(report))
+    return EXIT_OK
+
+
+def _download_model(args: argparse.Namespace) -> int:
+    from daemon.classifier import ModelLoadError, download_model
+
+    configure_logging("INFO")
+    try:
+        download_model(args.name, args.out)
+    except ModelLoadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_MODEL
+    print(f"saved {args.name} into {args.out}; set model.name_or_path: {args.out.resolve()}")
+    return EXIT_OK
+
+
+def dump_json(value: object) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
