@@ -8,7 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # stations have no display; must precede pyplot's import
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def plot_probabilities(

@@ -1,0 +1,136 @@
+"""Turns hints about inbox paths into queue rows: stable files are hashed and recorded."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import stat
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from daemon.fileops import sha256_file
+from daemon.names import NameFilter
+from daemon.scanner import scan_inbox
+from daemon.stability import Readiness, StabilityTracker, StablePath
+from daemon.store import ArrivalOutcome, Store
+
+logger = logging.getLogger(__name__)
+
+
+class Intake:
+    """Owns the path from "something happened here" to "this content is queued".
+
+    `hint` may be called from any thread (watchdog, scheduler); everything else runs on the
+    intake thread, so the database sees one writer of new rows.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        tracker: StabilityTracker,
+        name_filter: NameFilter,
+        inboxes: Sequence[Path],
+        on_queued: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._tracker = tracker
+        self._filter = name_filter
+        self._inboxes = tuple(inboxes)
+        self._on_queued = on_queued
+        self._hints: queue.SimpleQueue[Path] = queue.SimpleQueue()
+
+    def hint(self, path: Path) -> None:
+        self._hints.put(path)
+
+    def rescan(self) -> None:
+        """Hint every candidate in every inbox: catches whatever the events missed."""
+        for root in self._inboxes:
+            self._hints.put(root)
+
+    def pending(self) -> int:
+        return self._tracker.pending_count() + self._hints.qsize()
+
+    def run_once(self) -> int:
+        """Drain hints, then record every path that has become stable; returns how many."""
+        self._drain_hints()
+        stable = self._tracker.take_stable()
+        recorded = 0
+        for item in stable:
+            recorded += self._record(item)
+        if recorded:
+            self._on_queued()
+        return recorded
+
+    def _drain_hints(self) -> None:
+        while True:
+            try:
+                path = self._hints.get_nowait()
+            except queue.Empty:
+                return
+            if _is_real_directory(path):
+                for found in scan_inbox(path, self._filter):
+                    self._tracker.note(found)
+            else:
+                self._tracker.note(path)
+
+    def _record(self, item: StablePath) -> int:
+        path = str(item.path)
+        try:
+            if self._store.is_waiting(path):
+                return 0
+            if item.kind is Readiness.FILE:
+                return self._record_file(item)
+            reason = (
+                "symbolic link (never followed)"
+                if item.kind is Readiness.LINK
+                else "not a regular file"
+            )
+            logger.warning("%s: rejected: %s", path, reason)
+            self._store.record_reject(path, reason)
+            return 1
+        except Exception:
+            # One odd path must not stop intake; it is looked at again on the next rescan.
+            logger.exception("%s: could not be recorded", path)
+            return 0
+
+    def _record_file(self, item: StablePath) -> int:
+        path = str(item.path)
+        try:
+            digest = sha256_file(item.path)
+            after = os.lstat(item.path)
+        except FileNotFoundError:
+            logger.info("%s: gone before it could be recorded", path)
+            return 0
+        except OSError as err:
+            return self._unreadable(item, err)
+        if (after.st_size, after.st_mtime_ns) != (item.signature.size, item.signature.mtime_ns):
+            self._tracker.note(item.path)  # still being written after all: wait again
+            return 0
+        outcome = self._store.record_arrival(path, digest, after.st_size)
+        if outcome is ArrivalOutcome.DUPLICATE:
+            logger.info(
+                "%s: same content as an earlier image (sha256 %s): duplicate", path, digest[:12]
+            )
+        elif outcome is ArrivalOutcome.NEW:
+            logger.debug("%s: queued (sha256 %s)", path, digest[:12])
+        return int(outcome is not ArrivalOutcome.ALREADY_KNOWN)
+
+    def _unreadable(self, item: StablePath, err: OSError) -> int:
+        path = str(item.path)
+        if err.errno == errno.ELOOP:  # became a symlink between the look and the read
+            self._tracker.note(item.path)
+            return 0
+        reason = f"cannot be read: {err.strerror or err}"
+        logger.error("%s: rejected: %s", path, reason)
+        self._store.record_reject(path, reason)
+        return 1
+
+
+def _is_real_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -1,0 +1,153 @@
+"""Moves decided files out of the inboxes durably: intent recorded first, result after."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.config import Paths
+from daemon.fileops import (
+    SettleOutcome,
+    move_durably,
+    safe_filename,
+    settle_move,
+    unique_destination,
+    write_sidecar,
+)
+from daemon.routing import Destination, dated_folder
+from daemon.store import PendingMove, RowKind, Store
+
+logger = logging.getLogger(__name__)
+
+# Errors that mean "the destination cannot take files right now": wait and try again.
+_RETRYABLE = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.EAGAIN,
+}
+
+
+class DestinationUnavailableError(Exception):
+    """A destination refused a file (full disk, read-only, permissions); the move waits."""
+
+
+@dataclass(frozen=True)
+class RouteSummary:
+    moved: int
+    waiting: int
+
+
+class Router:
+    def __init__(self, store: Store, paths: Paths) -> None:
+        self._store = store
+        self._paths = paths
+
+    def route_pending(self) -> RouteSummary:
+        """Settle or perform every recorded move; stops at the first unavailable destination."""
+        moves = self._store.pending_moves()
+        if not moves:
+            return RouteSummary(0, 0)
+        moves = self._assign_destinations(moves)
+        moved = failed = 0
+        for index, move in enumerate(moves):
+            try:
+                self._finish(move)
+            except DestinationUnavailableError as err:
+                waiting = len(moves) - index
+                logger.error("%s; %d file(s) wait in the inbox until it is fixed", err, waiting)
+                return RouteSummary(moved, waiting + failed)
+            except OSError as err:
+                # Specific to this one file: the others go on; it is tried again next round.
+                logger.error("%s: cannot move to %s: %s", move.source_path, move.intended_path, err)
+                failed += 1
+                continue
+            moved += 1
+        return RouteSummary(moved, failed)
+
+    def _assign_destinations(self, moves: list[PendingMove]) -> list[PendingMove]:
+        """Record every new destination in one commit, before any file is touched."""
+        taken: set[Path] = {Path(move.intended_path) for move in moves if move.intended_path}
+        intended: dict[tuple[RowKind, int], str] = {}
+        for move in moves:
+            if move.intended_path is None:
+                path = self._free_path(move, taken)
+                taken.add(path)
+                intended[(move.kind, move.id)] = str(path)
+        if intended:
+            self._store.record_intended(intended)
+        return [_with_intended(move, intended) for move in moves]
+
+    def _free_path(self, move: PendingMove, taken: set[Path]) -> Path:
+        folder = dated_folder(
+            self._paths, move.destination, capture_time=move.capture_time, arrived=move.arrived_at
+        )
+        name = safe_filename(Path(move.source_path).name)
+        candidate = unique_destination(folder, name)
+        stem, suffix = Path(name).stem, Path(name).suffix
+        counter = 0
+        while candidate in taken:  # two files of one batch may share a name
+            counter += 1
+            candidate = unique_destination(folder, f"{stem}~{counter}{suffix}")
+        return candidate
+
+    def _finish(self, move: PendingMove) -> None:
+        assert move.intended_path is not None
+        source, destination = Path(move.source_path), Path(move.intended_path)
+        outcome = settle_move(source, destination, move.sha256)
+        if outcome is SettleOutcome.NOT_STARTED:
+            self._move(move, source, destination)
+        elif outcome is SettleOutcome.DESTINATION_TAKEN:
+            # Someone else put a different file at our name: pick another, record it, move.
+            replacement = unique_destination(destination.parent, destination.name)
+            self._store.record_intended({(move.kind, move.id): str(replacement)})
+            self._move(move, source, replacement)
+            destination = replacement
+        elif outcome is SettleOutcome.MISSING:
+            reason = "file disappeared from the inbox before it could be moved"
+            logger.warning("%s: %s", source, reason)
+            self._store.record_source_lost(move.kind, move.id, reason)
+            return
+        self._after_move(move, destination)
+
+    def _move(self, move: PendingMove, source: Path, destination: Path) -> None:
+        try:
+            move_durably(source, destination)
+        except OSError as err:
+            if err.errno in _RETRYABLE:
+                raise DestinationUnavailableError(
+                    f"cannot move {source} to {destination}: {err.strerror}"
+                ) from err
+            raise
+
+    def _after_move(self, move: PendingMove, destination: Path) -> None:
+        if move.destination is Destination.QUARANTINE:
+            self._write_reason(move, destination)
+        self._store.record_moved(move.kind, move.id, str(destination))
+        logger.info("%s -> %s (%s)", move.source_path, destination, move.destination)
+
+    def _write_reason(self, move: PendingMove, destination: Path) -> None:
+        sidecar = destination.with_name(destination.name + ".txt")
+        if sidecar.exists():  # written before a crash: the move is being settled again
+            return
+        text = (
+            f"file: {move.source_path}\n"
+            f"quarantined: {move.reason or 'unknown reason'}\n"
+            f"sha256: {move.sha256 or '-'}\n"
+        )
+        try:
+            write_sidecar(destination, text)
+        except OSError as err:
+            logger.error("%s: could not write the quarantine note: %s", destination, err)
+
+
+def _with_intended(move: PendingMove, intended: dict[tuple[RowKind, int], str]) -> PendingMove:
+    path = intended.get((move.kind, move.id))
+    if path is None:
+        return move
+    return PendingMove(**{**move.__dict__, "intended_path": path})

@@ -1,0 +1,186 @@
+"""Runs the daemon: start-up in a safe order, supervision, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+import torch
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from daemon.classifier import ClipClassifier
+from daemon.config import Config
+from daemon.database import create_db_engine, upgrade_database
+from daemon.intake import Intake
+from daemon.names import NameFilter
+from daemon.notify import SystemdNotifier
+from daemon.router import Router
+from daemon.stability import StabilityTracker
+from daemon.store import Store
+from daemon.watcher import InboxWatcher, WatchedInbox
+from daemon.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+# How often the intake thread looks at pending paths; well under any sensible quiet period.
+_INTAKE_TICK_SECONDS = 0.25
+
+
+@dataclass
+class _Threads:
+    stop: threading.Event = field(default_factory=threading.Event)
+    wake_worker: threading.Event = field(default_factory=threading.Event)
+    started: list[threading.Thread] = field(default_factory=list)
+
+    def start(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=_logged(name, target, self.stop), name=name, daemon=True)
+        thread.start()
+        self.started.append(thread)
+
+    def all_alive(self) -> bool:
+        return all(thread.is_alive() for thread in self.started)
+
+
+def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
+    threads = _Threads(stop=stop or threading.Event())
+    notifier = SystemdNotifier(os.environ.get("NOTIFY_SOCKET"))
+    _install_signal_handlers(threads.stop, notifier)
+    started = time.monotonic()
+
+    upgrade_database(config.database.url)
+    store = Store(create_db_engine(config.database.url))
+    torch.set_num_threads(config.model.threads or os.cpu_count() or 1)
+    classifier = ClipClassifier.load(
+        config.model.name_or_path,
+        [label.text for label in config.labels],
+        [label.target for label in config.labels],
+        precision=config.model.precision,
+        device=config.model.device,
+    )
+    router = Router(store, config.paths)
+    router.route_pending()  # settle moves a crash left half-done before taking new work
+
+    name_filter = NameFilter(config.images.extensions, config.watch.ignore_patterns)
+    tracker = StabilityTracker(config.watch.quiet_seconds)
+    intake = Intake(
+        store=store,
+        tracker=tracker,
+        name_filter=name_filter,
+        inboxes=[inbox.path for inbox in config.paths.inbox],
+        on_queued=threads.wake_worker.set,
+    )
+    watcher = InboxWatcher(
+        [WatchedInbox(inbox.path, inbox.polling) for inbox in config.paths.inbox],
+        intake.hint,
+        name_filter,
+    )
+    worker = Worker(
+        store=store,
+        classifier=classifier,
+        router=router,
+        config=config,
+        stop=threads.stop,
+        wake=threads.wake_worker,
+        on_content_changed=intake.hint,
+    )
+    watcher.start()
+    intake.rescan()
+    scheduler = _start_scheduler(config, intake)
+    threads.start("intake", lambda: _intake_loop(intake, threads.stop))
+    threads.start("worker", worker.run)
+
+    notifier.ready(f"watching {len(config.paths.inbox)} inbox(es)")
+    logger.info(
+        "ready in %.1f s: station %s, model %s (%s), watching %s",
+        time.monotonic() - started,
+        config.station,
+        classifier.model_name,
+        classifier.precision,
+        ", ".join(str(inbox.path) for inbox in config.paths.inbox),
+    )
+    try:
+        _supervise(config, threads, watcher, worker, notifier)
+    finally:
+        notifier.stopping()
+        scheduler.shutdown(wait=False)
+        watcher.stop()
+        threads.stop.set()
+        threads.wake_worker.set()
+        for thread in threads.started:
+            thread.join(timeout=60)
+    logger.info("stopped")
+    return 0
+
+
+def _supervise(
+    config: Config,
+    threads: _Threads,
+    watcher: InboxWatcher,
+    worker: Worker,
+    notifier: SystemdNotifier,
+) -> None:
+    """Send WATCHDOG=1 only after checking that every part is alive and the queue moves."""
+    interval = config.watch.health_check_seconds
+    while not threads.stop.wait(timeout=interval):
+        for problem in watcher.check_health():
+            logger.warning("watcher: %s", problem)
+        if not threads.all_alive():
+            logger.critical("a daemon thread died; stopping so systemd restarts the service")
+            raise SystemExit(1)
+        stalled = time.monotonic() - worker.last_progress
+        if not worker.idle() and stalled > _STALL_SECONDS:
+            logger.error(
+                "worker has made no progress for %.0f s; withholding the watchdog ping", stalled
+            )
+            continue
+        notifier.watchdog()
+
+
+_STALL_SECONDS = 300.0
+
+
+def _intake_loop(intake: Intake, stop: threading.Event) -> None:
+    while not stop.wait(timeout=_INTAKE_TICK_SECONDS):
+        intake.run_once()
+
+
+def _start_scheduler(config: Config, intake: Intake) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
+    )
+    scheduler.add_job(
+        intake.rescan, "interval", seconds=config.watch.rescan_interval_seconds, id="rescan"
+    )
+    scheduler.start()
+    return scheduler
+
+
+def _install_signal_handlers(stop: threading.Event, notifier: SystemdNotifier) -> None:
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        logger.info(
+            "received %s: finishing the current batch and stopping", signal.Signals(signum).name
+        )
+        notifier.stopping()
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+
+def _logged(name: str, target: Callable[[], None], stop: threading.Event) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            target()
+        except Exception:
+            logger.exception("%s thread failed", name)
+            raise
+
+    return run

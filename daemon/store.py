@@ -1,0 +1,362 @@
+"""The daemon's durable queue: every read and write of the database goes through here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from daemon.database import deferred, session_factory
+from daemon.decision import Decision
+from daemon.routing import Destination, destination_for
+from daemon.schema import (
+    Classification,
+    Duplicate,
+    Image,
+    ImageDecision,
+    ImageState,
+    MoveState,
+    Reject,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ArrivalOutcome(StrEnum):
+    NEW = "new"  # first time this content is seen: queued for classification
+    DUPLICATE = "duplicate"  # same bytes as an earlier image: to the duplicates folder
+    ALREADY_KNOWN = "already_known"  # this very file is already waiting: nothing to do
+
+
+class RowKind(StrEnum):
+    IMAGE = "image"
+    DUPLICATE = "duplicate"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class QueuedImage:
+    id: int
+    sha256: str
+    path: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ClassifiedImage:
+    """What the worker learned about one image, committed as one unit."""
+
+    image_id: int
+    target_score: float
+    decision: Decision
+    probabilities: dict[str, float]
+    embedding: bytes
+    embedding_dim: int
+    decode_ms: float
+    inference_ms: float
+    capture_time: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    revision: str
+    precision: str
+    labels: tuple[tuple[str, bool], ...]
+    positive_threshold: float
+    uncertain_threshold: float
+
+
+@dataclass(frozen=True)
+class PendingMove:
+    """A row whose file must leave the inbox: where it is, where it goes, and why."""
+
+    kind: RowKind
+    id: int
+    source_path: str
+    sha256: str | None
+    destination: Destination
+    capture_time: datetime | None
+    arrived_at: datetime
+    intended_path: str | None
+    reason: str | None  # written to the sidecar of a quarantined file
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        # Writes begin IMMEDIATE (take the write lock at once); reads must not, or a status
+        # query would queue behind the daemon's commits.
+        self._sessions: sessionmaker[Session] = session_factory(engine)
+        self._reads: sessionmaker[Session] = session_factory(deferred(engine))
+
+    # --- intake -------------------------------------------------------------------------------
+
+    def is_waiting(self, path: str) -> bool:
+        """True when this inbox path already has a row that has not left the inbox yet."""
+        with self._reads() as session:
+            for model, column in (
+                (Image, Image.original_path),
+                (Duplicate, Duplicate.source_path),
+                (Reject, Reject.source_path),
+            ):
+                query = select(model.id).where(column == path, model.state != "done").limit(1)
+                if session.scalar(query) is not None:
+                    return True
+        return False
+
+    def record_arrival(self, path: str, sha256: str, size: int) -> ArrivalOutcome:
+        with self._sessions.begin() as session:
+            image = session.scalar(select(Image).where(Image.sha256 == sha256))
+            if image is None:
+                session.add(_new_image(path, sha256, size))
+                return ArrivalOutcome.NEW
+            if self._waiting_here(session, image, path):
+                return ArrivalOutcome.ALREADY_KNOWN
+            session.add(Duplicate(image_id=image.id, source_path=path, state=MoveState.ROUTING))
+            return ArrivalOutcome.DUPLICATE
+
+    @staticmethod
+    def _waiting_here(session: Session, image: Image, path: str) -> bool:
+        if image.original_path == path and image.state != ImageState.DONE:
+            return True
+        query = select(Duplicate.id).where(
+            Duplicate.source_path == path, Duplicate.state == MoveState.ROUTING
+        )
+        return session.scalar(query.limit(1)) is not None
+
+    def record_reject(self, path: str, reason: str) -> None:
+        with self._sessions.begin() as session:
+            session.add(Reject(source_path=path, reason=reason, state=MoveState.ROUTING))
+
+    # --- classification -----------------------------------------------------------------------
+
+    def due_images(self, limit: int, exclude: Iterable[int] = ()) -> list[QueuedImage]:
+        excluded = set(exclude)
+        query = select(Image).where(Image.state == ImageState.QUEUED).order_by(Image.id)
+        if excluded:
+            query = query.where(Image.id.not_in(excluded))
+        with self._reads() as session:
+            rows = session.scalars(query.limit(limit)).all()
+            return [
+                QueuedImage(row.id, row.sha256, row.original_path, row.attempts) for row in rows
+            ]
+
+    def record_classified(self, results: Sequence[ClassifiedImage], model: ModelInfo) -> None:
+        """Commit the results of one batch together: an image is classified once or not at all."""
+        labels = [{"text": text, "target": target} for text, target in model.labels]
+        with self._sessions.begin() as session:
+            for result in results:
+                session.add(_classification_row(result, model, labels))
+                session.execute(
+                    update(Image)
+                    .where(Image.id == result.image_id, Image.state == ImageState.QUEUED)
+                    .values(
+                        state=ImageState.ROUTING,
+                        decision=ImageDecision(result.decision.value),
+                        capture_time=result.capture_time,
+                        camera_make=result.camera_make,
+                        camera_model=result.camera_model,
+                    )
+                )
+
+    def record_decode_failure(self, image_id: int, error: str, *, give_up: bool) -> int:
+        """Count a failed attempt; when giving up, the image is routed to quarantine."""
+        with self._sessions.begin() as session:
+            image = session.get_one(Image, image_id)
+            image.attempts += 1
+            image.last_error = error
+            if give_up:
+                image.state = ImageState.ROUTING
+                image.decision = ImageDecision.QUARANTINED
+            return image.attempts
+
+    def record_vanished(self, image_id: int, reason: str) -> None:
+        with self._sessions.begin() as session:
+            image = session.get_one(Image, image_id)
+            image.state = ImageState.DONE
+            image.decision = ImageDecision.VANISHED
+            image.last_error = reason
+            image.done_at = utcnow()
+
+    # --- moves ----------------------------------------------------------------------------------
+
+    def pending_moves(self) -> list[PendingMove]:
+        with self._reads() as session:
+            images = session.scalars(select(Image).where(Image.state == ImageState.ROUTING))
+            moves = [_image_move(image) for image in images]
+            duplicates = session.scalars(
+                select(Duplicate).where(Duplicate.state == MoveState.ROUTING)
+            )
+            moves += [_duplicate_move(duplicate) for duplicate in duplicates]
+            rejects = session.scalars(select(Reject).where(Reject.state == MoveState.ROUTING))
+            moves += [_reject_move(reject) for reject in rejects]
+        return moves
+
+    def record_intended(self, intended: dict[tuple[RowKind, int], str]) -> None:
+        with self._sessions.begin() as session:
+            for (kind, row_id), path in intended.items():
+                _row(session, kind, row_id).intended_path = path
+
+    def record_moved(self, kind: RowKind, row_id: int, final_path: str) -> None:
+        with self._sessions.begin() as session:
+            row = _row(session, kind, row_id)
+            row.final_path = final_path
+            row.done_at = utcnow()
+            row.state = ImageState.DONE if kind is RowKind.IMAGE else MoveState.DONE
+
+    def record_source_lost(self, kind: RowKind, row_id: int, reason: str) -> None:
+        """The file left the inbox by other hands before it could be moved: say so, and close."""
+        with self._sessions.begin() as session:
+            row = _row(session, kind, row_id)
+            row.done_at = utcnow()
+            if isinstance(row, Image):
+                row.state = ImageState.DONE
+                row.decision = ImageDecision.VANISHED
+                row.last_error = reason
+            else:
+                row.state = MoveState.DONE
+                if isinstance(row, Reject):
+                    row.reason = f"{row.reason}; {reason}"
+
+    # --- reporting ------------------------------------------------------------------------------
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self._reads() as session:
+            rows = session.execute(select(Image.state, func.count()).group_by(Image.state)).all()
+        return {str(state): count for state, count in rows}
+
+    def oldest_queued_since(self) -> datetime | None:
+        with self._reads() as session:
+            return session.scalar(
+                select(func.min(Image.first_seen_at)).where(Image.state == ImageState.QUEUED)
+            )
+
+    def last_done_at(self) -> datetime | None:
+        with self._reads() as session:
+            return session.scalar(select(func.max(Image.done_at)))
+
+    def decisions_since(self, since: datetime) -> dict[str, int]:
+        with self._reads() as session:
+            images = session.execute(
+                select(Image.decision, func.count())
+                .where(Image.done_at >= since)
+                .group_by(Image.decision)
+            ).all()
+            duplicates = session.scalar(
+                select(func.count()).select_from(Duplicate).where(Duplicate.done_at >= since)
+            )
+            rejects = session.scalar(
+                select(func.count()).select_from(Reject).where(Reject.done_at >= since)
+            )
+        totals = {str(decision): count for decision, count in images}
+        totals["duplicate"] = duplicates or 0
+        totals["rejected"] = rejects or 0
+        return totals
+
+    def pending_move_count(self) -> int:
+        with self._reads() as session:
+            duplicates = session.scalar(
+                select(func.count()).select_from(Duplicate).where(Duplicate.state != "done")
+            )
+            rejects = session.scalar(
+                select(func.count()).select_from(Reject).where(Reject.state != "done")
+            )
+        return (duplicates or 0) + (rejects or 0)
+
+
+def _new_image(path: str, sha256: str, size: int) -> Image:
+    return Image(
+        sha256=sha256,
+        original_path=path,
+        original_name=path.rsplit("/", 1)[-1],
+        size_bytes=size,
+        state=ImageState.QUEUED,
+        attempts=0,
+    )
+
+
+def _classification_row(
+    result: ClassifiedImage, model: ModelInfo, labels: list[dict[str, object]]
+) -> Classification:
+    return Classification(
+        image_id=result.image_id,
+        model_name=model.name,
+        model_revision=model.revision,
+        precision=model.precision,
+        labels=labels,
+        probabilities=result.probabilities,
+        target_score=result.target_score,
+        decision=result.decision.value,
+        positive_threshold=model.positive_threshold,
+        uncertain_threshold=model.uncertain_threshold,
+        decode_ms=result.decode_ms,
+        inference_ms=result.inference_ms,
+        embedding=result.embedding,
+        embedding_dim=result.embedding_dim,
+    )
+
+
+def _row(session: Session, kind: RowKind, row_id: int) -> Image | Duplicate | Reject:
+    match kind:
+        case RowKind.IMAGE:
+            return session.get_one(Image, row_id)
+        case RowKind.DUPLICATE:
+            return session.get_one(Duplicate, row_id)
+        case RowKind.REJECT:
+            return session.get_one(Reject, row_id)
+
+
+def _image_move(image: Image) -> PendingMove:
+    quarantined = image.decision == ImageDecision.QUARANTINED
+    destination = (
+        Destination.QUARANTINE
+        if quarantined or image.decision is None
+        else destination_for(Decision(image.decision.value))
+    )
+    return PendingMove(
+        kind=RowKind.IMAGE,
+        id=image.id,
+        source_path=image.original_path,
+        sha256=image.sha256,
+        destination=destination,
+        capture_time=image.capture_time,
+        arrived_at=image.first_seen_at,
+        intended_path=image.intended_path,
+        reason=image.last_error if quarantined else None,
+    )
+
+
+def _duplicate_move(duplicate: Duplicate) -> PendingMove:
+    return PendingMove(
+        kind=RowKind.DUPLICATE,
+        id=duplicate.id,
+        source_path=duplicate.source_path,
+        sha256=duplicate.image.sha256,
+        destination=Destination.DUPLICATES,
+        capture_time=None,
+        arrived_at=duplicate.arrived_at,
+        intended_path=duplicate.intended_path,
+        reason=None,
+    )
+
+
+def _reject_move(reject: Reject) -> PendingMove:
+    return PendingMove(
+        kind=RowKind.REJECT,
+        id=reject.id,
+        source_path=reject.source_path,
+        sha256=None,
+        destination=Destination.QUARANTINE,
+        capture_time=None,
+        arrived_at=reject.arrived_at,
+        intended_path=reject.intended_path,
+        reason=reject.reason,
+    )
