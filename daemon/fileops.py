@@ -12,6 +12,7 @@ import secrets
 import shutil
 import stat
 import unicodedata
+from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
 
@@ -92,19 +93,22 @@ def _truncate_utf8(text: str, max_bytes: int) -> str:
     return text.encode("utf-8")[: max(max_bytes, 0)].decode("utf-8", "ignore")
 
 
-def unique_destination(directory: Path, name: str) -> Path:
+def unique_destination(
+    directory: Path, name: str, *, reserved: Collection[Path] = frozenset()
+) -> Path:
     """Return ``directory / name``, or the first free "stem-N.ext" when that is taken.
 
-    A free name can be taken by someone else before it is used: move_durably never overwrites,
-    so a caller that gets FileExistsError simply asks again.
+    `reserved` holds paths promised to other files that are not on disk yet (one batch may
+    hold two IMG_0001.JPG). A free name can be taken by someone else before it is used:
+    move_durably never overwrites, so a caller that gets FileExistsError simply asks again.
     """
     candidate = directory / name
-    if not _path_taken(candidate):
+    if not _path_taken(candidate) and candidate not in reserved:
         return candidate
     stem, extension = _split_extension(name)
     for number in range(1, _MAX_UNIQUE_ATTEMPTS):
         candidate = directory / f"{stem}-{number}{extension}"
-        if not _path_taken(candidate):
+        if not _path_taken(candidate) and candidate not in reserved:
             return candidate
     raise FileExistsError(errno.EEXIST, "no free name after many attempts", str(directory / name))
 

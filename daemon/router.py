@@ -88,13 +88,7 @@ class Router:
             self._paths, move.destination, capture_time=move.capture_time, arrived=move.arrived_at
         )
         name = safe_filename(Path(move.source_path).name)
-        candidate = unique_destination(folder, name)
-        stem, suffix = Path(name).stem, Path(name).suffix
-        counter = 0
-        while candidate in taken:  # two files of one batch may share a name
-            counter += 1
-            candidate = unique_destination(folder, f"{stem}~{counter}{suffix}")
-        return candidate
+        return unique_destination(folder, name, reserved=taken)
 
     def _finish(self, move: PendingMove) -> None:
         assert move.intended_path is not None

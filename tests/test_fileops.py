@@ -824,3 +824,14 @@ def test_fsync_directory(tmp_path: Path) -> None:
 
     with pytest.raises(NotADirectoryError):
         fsync_directory(tmp_path / "file")
+
+
+def test_unique_destination_skips_reserved_names(tmp_path: Path) -> None:
+    (tmp_path / "IMG_0001.JPG").write_bytes(b"on disk")
+    reserved = {tmp_path / "IMG_0001-1.JPG"}
+    assert unique_destination(tmp_path, "IMG_0001.JPG", reserved=reserved) == (
+        tmp_path / "IMG_0001-2.JPG"
+    )
+    assert unique_destination(tmp_path, "new.jpg", reserved={tmp_path / "new.jpg"}) == (
+        tmp_path / "new-1.jpg"
+    )

@@ -1,0 +1,273 @@
+"""Helpers for tests that run the real daemon: configs, waiting, and the no-loss invariant."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from daemon.config import Config, load_config
+from daemon.service import run_daemon
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, *, interval: float = 0.05) -> bool:
+    """Poll until `predicate` is true; returns its last value (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@dataclass(frozen=True)
+class Station:
+    """The folders and config file of one test station in tmp_path."""
+
+    root: Path
+    config_path: Path
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "tigerwatch.db"
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def destinations(self) -> list[Path]:
+        return [self.root / name for name in ("review", "archive", "quarantine")]
+
+
+def make_station(root: Path, model_dir: Path, **overrides: dict[str, object]) -> Station:
+    """Write a config with test-friendly timings; `overrides` replace whole sections."""
+    settings: dict[str, object] = {
+        "station": "test-station",
+        "paths": {
+            "inbox": "inbox",
+            "review": "review",
+            "archive": "archive",
+            "quarantine": "quarantine",
+        },
+        "database": {"url": "sqlite:///tigerwatch.db"},
+        "model": {"name_or_path": str(model_dir), "batch_size": 8, "threads": 1},
+        "watch": {"quiet_seconds": 0.3, "rescan_interval_seconds": 60, "health_check_seconds": 0.5},
+        "worker": {
+            "batch_max_wait_seconds": 0.2,
+            "retry_delay_seconds": 0.2,
+            "max_decode_attempts": 2,
+            "destination_retry_seconds": 0.5,
+        },
+        "logging": {"level": "DEBUG"},
+    }
+    settings.update(overrides)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "inbox").mkdir(exist_ok=True)
+    config_path = root / "tigerwatch.yaml"
+    config_path.write_text(yaml.safe_dump(settings))
+    return Station(root=root, config_path=config_path)
+
+
+@contextmanager
+def daemon_thread(station: Station) -> Iterator[threading.Event]:
+    """Run the daemon in a thread of this process; stopped (and joined) on exit."""
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(run_daemon(station.config(), stop=stop)), daemon=True
+    )
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "daemon thread did not stop within 60 s"
+        assert result == [0], f"daemon exited with {result}"
+
+
+def start_daemon_process(station: Station, log_path: Path) -> subprocess.Popen[bytes]:
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "daemon", "run", "-c", str(station.config_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def stop_daemon_process(process: subprocess.Popen[bytes], *, timeout: float = 60) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=timeout)
+
+
+# --- database views of the outcome ---------------------------------------------------------------
+
+
+def query(station: Station, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with sqlite3.connect(station.db_path, timeout=30) as connection:
+        return connection.execute(sql, params).fetchall()
+
+
+def images_done(station: Station) -> int:
+    if not station.db_path.exists():
+        return 0
+    try:
+        return int(query(station, "SELECT count(*) FROM images WHERE state = 'done'")[0][0])
+    except sqlite3.OperationalError:  # not migrated yet
+        return 0
+
+
+def all_rows_done(station: Station) -> bool:
+    if not station.db_path.exists():
+        return False
+    try:
+        open_rows = sum(
+            int(query(station, f"SELECT count(*) FROM {table} WHERE state != 'done'")[0][0])
+            for table in ("images", "duplicates", "rejects")
+        )
+    except sqlite3.OperationalError:
+        return False
+    return open_rows == 0
+
+
+def inbox_files(station: Station) -> list[Path]:
+    """Files (and links) still in the inbox with an accepted image suffix."""
+    return sorted(
+        path
+        for path in station.inbox.rglob("*")
+        if (path.is_file() or path.is_symlink())
+        and path.suffix.lower() in IMAGE_SUFFIXES
+        and not path.name.startswith(".")
+    )
+
+
+def settled(station: Station) -> bool:
+    """The daemon is idle: nothing accepted waits in the inbox and no row is open."""
+    return not inbox_files(station) and all_rows_done(station)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- the invariant -------------------------------------------------------------------------------
+
+
+def check_invariant(station: Station, dropped_contents: set[str] | None = None) -> list[str]:
+    """Everything that must hold once the daemon is idle; returns the violations (empty = ok).
+
+    - every row is done; no accepted file is left in the inbox;
+    - each distinct content has exactly one image row; nothing was classified twice;
+    - every recorded final path exists, holds the recorded content, and lies in the folder
+      that its outcome names; every file in a destination is recorded exactly once;
+    - with `dropped_contents`: every dropped content has an image row;
+    - PRAGMA integrity_check is ok.
+    """
+    problems: list[str] = []
+    config = station.config()
+    if leftovers := inbox_files(station):
+        problems.append(f"files left in the inbox: {[str(p) for p in leftovers[:5]]}")
+    for table in ("images", "duplicates", "rejects"):
+        for row in query(station, f"SELECT id, state FROM {table} WHERE state != 'done'"):
+            problems.append(f"{table} row {row[0]} left in state {row[1]}")
+    integrity = query(station, "PRAGMA integrity_check")
+    if integrity != [("ok",)]:
+        problems.append(f"integrity_check: {integrity}")
+    twice = query(
+        station,
+        "SELECT image_id, count(*) FROM classifications GROUP BY image_id HAVING count(*) > 1",
+    )
+    problems += [f"image {image_id} classified {count} times" for image_id, count in twice]
+    recorded = _check_recorded_files(station, config, problems)
+    _check_destinations_recorded(station, recorded, problems)
+    if dropped_contents is not None:
+        known = {row[0] for row in query(station, "SELECT sha256 FROM images")}
+        missing = dropped_contents - known
+        if missing:
+            problems.append(f"{len(missing)} dropped contents have no image row")
+    return problems
+
+
+def _check_recorded_files(station: Station, config: Config, problems: list[str]) -> set[Path]:
+    roots = {
+        "positive": config.paths.review,
+        "uncertain": config.paths.uncertain,
+        "negative": config.paths.archive,
+        "quarantined": config.paths.quarantine,
+    }
+    recorded: set[Path] = set()
+    rows = query(station, "SELECT id, sha256, decision, final_path FROM images")
+    for image_id, sha256, decision, final_path in rows:
+        if decision == "vanished":
+            continue
+        if final_path is None:
+            problems.append(f"image {image_id} ({decision}) has no final path")
+            continue
+        path = Path(str(final_path))
+        _check_file(path, str(sha256), roots[str(decision)], problems, recorded)
+    duplicates = query(
+        station,
+        "SELECT i.sha256, d.final_path FROM duplicates d JOIN images i ON i.id = d.image_id",
+    )
+    for sha256, final_path in duplicates:
+        if final_path is None:
+            continue  # left the inbox by other hands; recorded as such
+        _check_file(Path(str(final_path)), str(sha256), config.paths.duplicates, problems, recorded)
+    for (final_path,) in query(station, "SELECT final_path FROM rejects"):
+        if final_path is not None:
+            path = Path(str(final_path))
+            if not path.is_symlink() and not path.exists():
+                problems.append(f"rejected entry missing at {path}")
+            recorded.add(path)
+    return recorded
+
+
+def _check_file(
+    path: Path, sha256: str, root: Path, problems: list[str], recorded: set[Path]
+) -> None:
+    if path in recorded:
+        problems.append(f"{path} recorded twice")
+    recorded.add(path)
+    if not path.is_file():
+        problems.append(f"{path} is recorded but missing")
+        return
+    if root not in path.parents:
+        problems.append(f"{path} is not under {root}")
+    if sha256_of(path) != sha256:
+        problems.append(f"{path} does not hold the recorded content")
+
+
+def _check_destinations_recorded(
+    station: Station, recorded: set[Path], problems: list[str]
+) -> None:
+    for root in station.destinations():
+        if not root.exists():
+            continue
+        for path in root.rglob("*"):
+            if path.is_dir() and not path.is_symlink():
+                continue
+            if path.name.endswith(".txt"):  # quarantine notes
+                continue
+            if path.name.startswith(".tigerwatch-partial-"):
+                problems.append(f"partial copy left behind: {path}")
+            elif path not in recorded:
+                problems.append(f"{path} is in a destination but not recorded")
