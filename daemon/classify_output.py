@@ -54,7 +54,8 @@ def write_plots(outcomes: Sequence[FileOutcome], out: Path, config: Config) -> l
             destination = out
         else:
             destination = unique_destination(out, f"{outcome.path.name}.png")
-        title = f"{outcome.path.name}: target {outcome.classification.target_score:.3f} ({outcome.decision})"
+        score = outcome.classification.target_score
+        title = f"{outcome.path.name}: target {score:.3f} ({outcome.decision})"
         written.append(
             plot_probabilities(
                 outcome.classification.probabilities,
