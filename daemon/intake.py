@@ -10,6 +10,8 @@ import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from daemon.fileops import sha256_file
 from daemon.names import NameFilter
 from daemon.scanner import scan_inbox
@@ -91,6 +93,10 @@ class Intake:
             logger.warning("%s: rejected: %s", path, reason)
             self._store.record_reject(path, reason)
             return 1
+        except OperationalError as err:
+            logger.error("%s: database unavailable, will retry: %s", path, err)
+            self._tracker.note(item.path)
+            return 0
         except Exception:
             # One odd path must not stop intake; it is looked at again on the next rescan.
             logger.exception("%s: could not be recorded", path)

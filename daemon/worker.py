@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from sqlalchemy.exc import OperationalError
 
 from daemon.classifier import ClipClassifier
 from daemon.config import Config
@@ -68,17 +69,26 @@ class Worker:
     def run(self) -> None:
         with ThreadPoolExecutor(self._config.worker.decode_threads, "decode") as pool:
             while not self._stop.is_set():
-                self._route()
-                self._top_up(pool)
-                batch = self._collect_batch()
-                if batch:
-                    self._process(batch)
-                elif not self._inflight:
-                    self._wake.wait(timeout=0.5)
-                    self._wake.clear()
+                try:
+                    self._step(pool)
+                except OperationalError as err:
+                    # Locked or unavailable database: nothing uncommitted is lost (rows stay
+                    # queued and are taken again), so wait and carry on rather than die.
+                    logger.error("database unavailable, retrying in %.0f s: %s", _DB_RETRY, err)
+                    self._stop.wait(_DB_RETRY)
             for future in self._inflight.values():
                 # Unfinished work stays queued in the database and is redone after a restart.
                 future.cancel()
+
+    def _step(self, pool: ThreadPoolExecutor) -> None:
+        self._route()
+        self._top_up(pool)
+        batch = self._collect_batch()
+        if batch:
+            self._process(batch)
+        elif not self._inflight:
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
 
     def idle(self) -> bool:
         return not self._inflight
@@ -235,6 +245,9 @@ class Worker:
         logger.warning("%s: %s", decoded.item.path, decoded.gone)
         self._store.record_vanished(decoded.item.id, decoded.gone)
         self._on_content_changed(Path(decoded.item.path))
+
+
+_DB_RETRY = 2.0
 
 
 def _read_no_follow(path: Path) -> bytes:
