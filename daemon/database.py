@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from daemon.schema import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +116,35 @@ def upgrade_database(url: str) -> None:
         # One IMMEDIATE transaction: two daemons starting together migrate one after the other.
         with engine.begin() as connection:
             before = _known_revision(connection, url)
+            if before is not None and before != head_revision():
+                backup_sqlite_file(url, suffix=f"before-{head_revision()}")
             command.upgrade(alembic_config(connection), "head")
     finally:
         engine.dispose()
     after = head_revision()
     if before != after:
         logger.info("database %s upgraded from %s to %s", _describe(url), before, after)
+
+
+def backup_sqlite_file(url: str, *, suffix: str) -> Path | None:
+    """Copy a SQLite database file beside itself with SQLite's online backup; None if not SQLite.
+
+    Safe while this process holds the write lock: the backup reads through its own connection,
+    which WAL lets see the last committed state.
+    """
+    database = make_url(url).database
+    if make_url(url).get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    source = Path(database)
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    target = source.with_name(f"{source.name}.{suffix}-{stamp}.bak")
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
+    logger.info("database %s backed up to %s before migrating", source, target)
+    return target
 
 
 def _known_revision(connection: Connection, url: str) -> str | None:
