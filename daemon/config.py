@@ -1,6 +1,7 @@
 """Read the station's YAML configuration once into validated, immutable objects."""
 
 import difflib
+import grp
 import logging
 import os
 import re
@@ -344,6 +345,42 @@ class Worker(_Section):
     destination_retry_seconds: float = Field(default=30.0, gt=0)
 
 
+def _group_id(value: object) -> object:
+    """A group name or number, checked against this machine's groups and turned into a gid."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise _problem(f"no group named {text!r} on this machine") from None
+
+
+def _file_mode(value: object) -> object:
+    """An octal permission string such as "0640" (YAML would read a bare 0640 as a number)."""
+    if value is None:
+        return value
+    text = str(value).strip()
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise _problem(f"must be an octal mode such as '0640', not {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise _problem("must be between 0000 and 0777")
+    if not mode & 0o400:
+        raise _problem("must let the owner read the file (the daemon must verify its moves)")
+    return mode
+
+
+class Files(_Section):
+    """Ownership of the files and folders the daemon creates in the destinations."""
+
+    group: Annotated[int | None, BeforeValidator(_group_id)] = None
+    mode: Annotated[int | None, BeforeValidator(_file_mode)] = None
+
+
 class Logging(_Section):
     """How much the daemon logs."""
 
@@ -377,6 +414,7 @@ class Config(_Section):
     images: Images = Field(default_factory=Images)
     watch: Watch = Field(default_factory=Watch)
     worker: Worker = Field(default_factory=Worker)
+    files: Files = Field(default_factory=Files)
     logging: Logging = Field(default_factory=Logging)
     source: Path
 

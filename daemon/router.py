@@ -16,7 +16,8 @@ from daemon.fileops import (
     unique_destination,
     write_sidecar,
 )
-from daemon.routing import Destination, dated_folder
+from daemon.permissions import Ownership
+from daemon.routing import Destination, dated_folder, destination_root
 from daemon.store import PendingMove, RowKind, Store
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ class RouteSummary:
 
 
 class Router:
-    def __init__(self, store: Store, paths: Paths) -> None:
+    def __init__(self, store: Store, paths: Paths, ownership: Ownership | None = None) -> None:
         self._store = store
         self._paths = paths
+        self._ownership = ownership or Ownership()
 
     def route_pending(self) -> RouteSummary:
         """Settle or perform every recorded move; stops at the first unavailable destination."""
@@ -120,6 +122,8 @@ class Router:
             raise
 
     def _after_move(self, move: PendingMove, destination: Path) -> None:
+        root = destination_root(self._paths, move.destination)
+        self._ownership.apply(destination, up_to=root)
         if move.destination is Destination.QUARANTINE:
             self._write_reason(move, destination)
         self._store.record_moved(move.kind, move.id, str(destination))
@@ -135,7 +139,8 @@ class Router:
             f"sha256: {move.sha256 or '-'}\n"
         )
         try:
-            write_sidecar(destination, text)
+            sidecar = write_sidecar(destination, text)
+            self._ownership.apply(sidecar, up_to=sidecar.parent)
         except OSError as err:
             logger.error("%s: could not write the quarantine note: %s", destination, err)
 

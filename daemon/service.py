@@ -20,6 +20,7 @@ from daemon.database import create_db_engine, upgrade_database
 from daemon.intake import Intake
 from daemon.names import NameFilter
 from daemon.notify import SystemdNotifier
+from daemon.permissions import Ownership
 from daemon.router import Router
 from daemon.stability import StabilityTracker
 from daemon.store import Store
@@ -64,7 +65,8 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
         precision=config.model.precision,
         device=config.model.device,
     )
-    router = Router(store, config.paths)
+    ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
+    router = Router(store, config.paths, ownership)
     router.route_pending()  # settle moves a crash left half-done before taking new work
 
     name_filter = NameFilter(config.images.extensions, config.watch.ignore_patterns)
