@@ -466,10 +466,13 @@ def _remove_stray_partials(destination: Path) -> None:
     directory = destination.parent
     if not directory.is_dir():
         return
+    # Also the temp files of its sidecar note: a crash inside write_sidecar leaves one, even
+    # after the note itself was published.
+    names = (destination.name, destination.name + ".txt")
     removed = False
     with os.scandir(directory) as entries:
         for entry in entries:
-            if _is_partial_of(entry.name, destination.name):
+            if any(_is_partial_of(entry.name, name) for name in names):
                 Path(entry.path).unlink()
                 removed = True
                 logger.debug("removed stray temp file %s", entry.path)
