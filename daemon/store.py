@@ -120,6 +120,11 @@ class Store:
                 return ArrivalOutcome.NEW
             if self._waiting_here(session, image, path):
                 return ArrivalOutcome.ALREADY_KNOWN
+            if image.decision == ImageDecision.VANISHED:
+                # Its file left before it was sorted: this copy takes its place, or the frame
+                # would be filed as a duplicate of an image that was never looked at or kept.
+                _revive(session, image, path, size)
+                return ArrivalOutcome.NEW
             session.add(Duplicate(image_id=image.id, source_path=path, state=MoveState.ROUTING))
             return ArrivalOutcome.DUPLICATE
 
@@ -281,6 +286,24 @@ def _new_image(path: str, sha256: str, size: int) -> Image:
         state=ImageState.QUEUED,
         attempts=0,
     )
+
+
+def _revive(session: Session, image: Image, path: str, size: int) -> None:
+    """Point a vanished image at a new copy of its bytes: queued again, or, when it was
+    classified before its file went, routed with that decision (never classified twice)."""
+    decided = session.scalar(
+        select(Classification.decision)
+        .where(Classification.image_id == image.id)
+        .order_by(Classification.id.desc())
+        .limit(1)
+    )
+    image.original_path = path
+    image.original_name = path.rsplit("/", 1)[-1]
+    image.size_bytes = size
+    image.state = ImageState.QUEUED if decided is None else ImageState.ROUTING
+    image.decision = None if decided is None else ImageDecision(decided.value)
+    image.attempts = 0
+    image.last_error = image.intended_path = image.final_path = image.done_at = None
 
 
 def _classification_row(
