@@ -20,6 +20,8 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 from transformers.utils import logging as transformers_logging
 
+from daemon.preprocess import spec_from_processor, to_pixels
+
 logger = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "int8"]
@@ -64,7 +66,9 @@ class ClipClassifier:
         device: torch.device,
     ) -> None:
         self._model = model
-        self._image_processor = processor.image_processor
+        # Preprocessing runs in decoder processes that must not import transformers: they get
+        # this picklable recipe, which reproduces the processor exactly.
+        self.preprocess_spec = spec_from_processor(processor.image_processor)
         self._text_embeddings = text_embeddings
         self._logit_scale = logit_scale
         self._device = device
@@ -120,10 +124,7 @@ class ClipClassifier:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize, crop and normalise one image exactly as the CLIP processor does: (3, S, S)."""
-        # The PIL image processor keeps no per-call state, so decode threads may share it.
-        batch = self._image_processor(images=image, return_tensors="pt")
-        pixels: torch.Tensor = batch["pixel_values"][0]
-        return pixels.to(torch.float32)
+        return torch.from_numpy(to_pixels(image, self.preprocess_spec))
 
     def classify_tensors(self, pixel_values: torch.Tensor) -> list[Classification]:
         """Classify a preprocessed (N, 3, S, S) batch; one result per image, in order."""

@@ -339,7 +339,8 @@ class Worker(_Section):
     """How queued files are decoded and retried."""
 
     batch_max_wait_seconds: float = Field(default=1.0, ge=0)
-    decode_threads: int = Field(default=2, ge=1, le=32)
+    decode_processes: int = Field(default=2, ge=1, le=32)
+    decode_timeout_seconds: float = Field(default=60.0, gt=0)
     max_decode_attempts: int = Field(default=3, ge=1)
     retry_delay_seconds: float = Field(default=60.0, ge=0)
     destination_retry_seconds: float = Field(default=30.0, gt=0)

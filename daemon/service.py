@@ -17,6 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from daemon.classifier import ClipClassifier
 from daemon.config import Config
 from daemon.database import create_db_engine, upgrade_database
+from daemon.decodepool import DecoderPool
 from daemon.intake import Intake
 from daemon.names import NameFilter
 from daemon.notify import SystemdNotifier
@@ -47,6 +48,23 @@ class _Threads:
     def all_alive(self) -> bool:
         return all(thread.is_alive() for thread in self.started)
 
+    def stop_all(self) -> None:
+        self.stop.set()
+        self.wake_worker.set()
+        for thread in self.started:
+            thread.join(timeout=60)
+
+
+@dataclass
+class _Parts:
+    """Everything the daemon runs, built in start-up order."""
+
+    classifier: ClipClassifier
+    decoder: DecoderPool
+    intake: Intake
+    watcher: InboxWatcher
+    worker: Worker
+
 
 def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
@@ -54,7 +72,30 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
     notifier = SystemdNotifier(os.environ.get("NOTIFY_SOCKET"))
     _install_signal_handlers(threads.stop, notifier)
     started = time.monotonic()
+    parts = _build(config, threads)
+    try:
+        parts.watcher.start()
+        parts.intake.rescan()  # files that arrived while the daemon was down
+        scheduler = _start_scheduler(config, parts.intake)
+        threads.start("intake", lambda: _intake_loop(parts.intake, threads.stop))
+        threads.start("worker", parts.worker.run)
+        notifier.ready(f"watching {len(config.paths.inbox)} inbox(es)")
+        _log_ready(config, parts.classifier, time.monotonic() - started)
+        try:
+            _supervise(config, threads, parts.watcher, parts.worker, notifier)
+        finally:
+            notifier.stopping()
+            scheduler.shutdown(wait=False)
+            parts.watcher.stop()
+            threads.stop_all()
+    finally:
+        parts.decoder.close()
+    logger.info("stopped")
+    return 0
 
+
+def _build(config: Config, threads: _Threads) -> _Parts:
+    """Migrate, load the model, settle interrupted moves, and wire the parts together."""
     upgrade_database(config.database.url)
     store = Store(create_db_engine(config.database.url))
     torch.set_num_threads(config.model.threads or os.cpu_count() or 1)
@@ -68,12 +109,10 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
     ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
     router = Router(store, config.paths, ownership)
     router.route_pending()  # settle moves a crash left half-done before taking new work
-
     name_filter = NameFilter(config.images.extensions, config.watch.ignore_patterns)
-    tracker = StabilityTracker(config.watch.quiet_seconds)
     intake = Intake(
         store=store,
-        tracker=tracker,
+        tracker=StabilityTracker(config.watch.quiet_seconds),
         name_filter=name_filter,
         inboxes=[inbox.path for inbox in config.paths.inbox],
         on_queued=threads.wake_worker.set,
@@ -83,42 +122,31 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
         intake.hint,
         name_filter,
     )
+    decoder = DecoderPool(
+        config.worker.decode_processes, timeout=config.worker.decode_timeout_seconds
+    )
     worker = Worker(
         store=store,
         classifier=classifier,
         router=router,
+        decoder=decoder,
         config=config,
         stop=threads.stop,
         wake=threads.wake_worker,
         on_content_changed=intake.hint,
     )
-    watcher.start()
-    intake.rescan()
-    scheduler = _start_scheduler(config, intake)
-    threads.start("intake", lambda: _intake_loop(intake, threads.stop))
-    threads.start("worker", worker.run)
+    return _Parts(classifier, decoder, intake, watcher, worker)
 
-    notifier.ready(f"watching {len(config.paths.inbox)} inbox(es)")
+
+def _log_ready(config: Config, classifier: ClipClassifier, seconds: float) -> None:
     logger.info(
         "ready in %.1f s: station %s, model %s (%s), watching %s",
-        time.monotonic() - started,
+        seconds,
         config.station,
         classifier.model_name,
         classifier.precision,
         ", ".join(str(inbox.path) for inbox in config.paths.inbox),
     )
-    try:
-        _supervise(config, threads, watcher, worker, notifier)
-    finally:
-        notifier.stopping()
-        scheduler.shutdown(wait=False)
-        watcher.stop()
-        threads.stop.set()
-        threads.wake_worker.set()
-        for thread in threads.started:
-            thread.join(timeout=60)
-    logger.info("stopped")
-    return 0
 
 
 def _supervise(

@@ -93,7 +93,7 @@ def test_defaults_are_the_documented_values() -> None:
     assert Images().max_pixels == 120_000_000
     assert (Watch().quiet_seconds, Watch().rescan_interval_seconds) == (5.0, 300.0)
     assert (Watch().health_check_seconds, Watch().ignore_patterns) == (10.0, ())
-    assert (Worker().batch_max_wait_seconds, Worker().decode_threads) == (1.0, 2)
+    assert (Worker().batch_max_wait_seconds, Worker().decode_processes) == (1.0, 2)
     assert (Worker().max_decode_attempts, Worker().retry_delay_seconds) == (3, 60.0)
     assert Logging().level == "INFO"
     assert [label.text for label in DEFAULT_LABELS if label.target] == [
@@ -190,7 +190,7 @@ DUPLICATE_LABELS = [
             "watch.rescan_interval_seconds: must be at most 3600",
         ),
         ("watch.ignore_patterns", ["*.tmp", ""], "watch.ignore_patterns[1]: must not be empty"),
-        ("worker.decode_threads", 64, "worker.decode_threads: must be at most 32"),
+        ("worker.decode_processes", 64, "worker.decode_processes: must be at most 32"),
         ("worker.max_decode_attempts", 0, "worker.max_decode_attempts: must be at least 1"),
         ("decision.positive_threshold", 0, "decision.positive_threshold: must be greater than 0"),
         ("decision.positive_threshold", 1.5, "decision.positive_threshold: must be at most 1"),

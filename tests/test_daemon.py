@@ -20,12 +20,14 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+import daemon.decodepool
 import daemon.router
 import daemon.watcher
 import daemon.worker
@@ -631,13 +633,15 @@ class DecodeGate:
 @pytest.fixture
 def decode_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecodeGate]:
     gate = DecodeGate()
-    original_decode = daemon.worker.Worker._decode
+    original_submit = daemon.worker.Worker._submit
 
-    def held_decode(self: daemon.worker.Worker, item: QueuedImage) -> daemon.worker.Decoded:
-        gate.hold(item)
-        return original_decode(self, item)
+    def held_submit(
+        self: daemon.worker.Worker, item: QueuedImage
+    ) -> Future[daemon.decodepool.DecodeOutcome]:
+        gate.hold(item)  # the worker thread waits: nothing is read until release
+        return original_submit(self, item)
 
-    monkeypatch.setattr(daemon.worker.Worker, "_decode", held_decode)
+    monkeypatch.setattr(daemon.worker.Worker, "_submit", held_submit)
     yield gate
     gate.release()
 
