@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import re
@@ -17,8 +18,16 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from PIL import Image
-from transformers import CLIPModel, CLIPProcessor
+from safetensors import safe_open
+from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTextModelWithProjection,
+    CLIPVisionModelWithProjection,
+)
 from transformers.utils import logging as transformers_logging
+from transformers.utils.hub import cached_file
 
 from daemon.preprocess import spec_from_processor, to_pixels
 
@@ -94,12 +103,9 @@ class ClipClassifier:
         torch_device = _resolve_device(device)
         _check_precision(precision, torch_device)
         with _progress_bars_disabled():
-            model, processor = _load_model_and_processor(name_or_path)
-        _check_input_size(name_or_path, model, processor)
-        text_embeddings = _embed_labels(model, processor, label_tuple)
-        logit_scale = float(model.logit_scale.detach().exp())
-        _drop_text_tower(model)
-        model = _prepare_image_tower(model, precision, torch_device)
+            parts = _load_model_and_processor(name_or_path, label_tuple)
+        _check_input_size(name_or_path, parts.vision, parts.processor)
+        model = _prepare_image_tower(parts.vision, precision, torch_device)
         revision = _model_revision(name_or_path)
         logger.info(
             "loaded CLIP %s (revision %s, %s on %s, %d labels)",
@@ -111,9 +117,9 @@ class ClipClassifier:
         )
         return cls(
             model=model,
-            processor=processor,
-            text_embeddings=text_embeddings.to(torch_device),
-            logit_scale=logit_scale,
+            processor=parts.processor,
+            text_embeddings=parts.text_embeddings.to(torch_device),
+            logit_scale=parts.logit_scale,
             model_name=name_or_path,
             model_revision=revision,
             labels=label_tuple,
@@ -153,8 +159,9 @@ class ClipClassifier:
     def _image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised projected image embeddings, float32, on the model's device."""
         with torch.inference_mode(), self._autocast():
-            output = self._model.get_image_features(pixel_values=pixel_values.to(self._device))
-        return _normalised(output.pooler_output.float())
+            output = self._model(pixel_values=pixel_values.to(self._device))
+        # image_embeds is what CLIPModel.get_image_features returns as pooler_output.
+        return _normalised(output.image_embeds.float())
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "bf16":
@@ -240,39 +247,53 @@ def _check_precision(precision: str, device: torch.device) -> None:
 
 @contextlib.contextmanager
 def _progress_bars_disabled() -> Iterator[None]:
-    """A daemon's log is no place for tqdm bars; restore the setting for interactive callers."""
+    """A daemon's log is no place for tqdm bars or load reports (each tower loaded alone
+    reports the other tower's weights as unexpected; _tower() checks what matters)."""
     was_enabled = transformers_logging.is_progress_bar_enabled()
+    verbosity = transformers_logging.get_verbosity()
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
+        transformers_logging.set_verbosity(verbosity)
         if was_enabled:
             transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def _load_model_and_processor(name_or_path: str) -> tuple[Any, Any]:
+@dataclass(frozen=True)
+class _LoadedParts:
+    """What classification needs from a CLIP checkpoint; the text tower is already gone."""
+
+    text_embeddings: torch.Tensor
+    logit_scale: float
+    vision: Any  # CLIPVisionModelWithProjection
+    processor: Any  # CLIPProcessor
+
+
+def _load_model_and_processor(name_or_path: str, labels: tuple[str, ...]) -> _LoadedParts:
     """A folder loads offline; a hub name loads from the HF cache, then from the hub."""
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
-        return _from_folder(name_or_path, folder)
+        return _from_folder(name_or_path, folder, labels)
     if not _is_hub_name(name_or_path):
         raise ModelLoadError(_fetch_hint(name_or_path, f"folder {folder.resolve()} does not exist"))
-    return _from_hub(name_or_path)
+    return _from_hub(name_or_path, labels)
 
 
-def _from_folder(name: str, folder: Path) -> tuple[Any, Any]:
+def _from_folder(name: str, folder: Path, labels: tuple[str, ...]) -> _LoadedParts:
     try:
-        return _from_pretrained(str(folder), local_files_only=True)
+        return _from_pretrained(str(folder), labels, local_files_only=True)
     except Exception as err:  # from_pretrained raises OSError, ValueError, safetensors errors...
         where = f"no loadable CLIP model in folder {folder.resolve()}"
         raise ModelLoadError(_fetch_hint(name, where, err)) from err
 
 
-def _from_hub(name: str) -> tuple[Any, Any]:
+def _from_hub(name: str, labels: tuple[str, ...]) -> _LoadedParts:
     """Try the cache first: an offline station would otherwise wait ~25 s of network retries."""
     cache = huggingface_hub.constants.HF_HUB_CACHE
     try:
-        return _from_pretrained(name, local_files_only=True)
+        return _from_pretrained(name, labels, local_files_only=True)
     except Exception as cache_err:
         if huggingface_hub.is_offline_mode():
             where = (
@@ -281,19 +302,77 @@ def _from_hub(name: str) -> tuple[Any, Any]:
             raise ModelLoadError(_fetch_hint(name, where, cache_err)) from cache_err
     logger.warning("CLIP %s is not in the Hugging Face cache %s; trying the hub", name, cache)
     try:
-        return _from_pretrained(name, local_files_only=False)
+        return _from_pretrained(name, labels, local_files_only=False)
     except Exception as err:
         where = f"not a folder, not in the Hugging Face cache {cache}, and the hub is unreachable"
         raise ModelLoadError(_fetch_hint(name, where, err)) from err
 
 
-def _from_pretrained(source: str, *, local_files_only: bool) -> tuple[Any, Any]:
+def _from_pretrained(
+    source: str, labels: tuple[str, ...], *, local_files_only: bool
+) -> _LoadedParts:
+    """Load the text tower, embed the labels, free it, then load the vision tower.
+
+    One tower at a time from the same CLIP checkpoint: loading the whole CLIPModel keeps the
+    text weights' pages resident (the safetensors file is memory-mapped), about 150 MB more
+    at peak for nothing.
+    """
     # backend="pil": torchvision is not installed, and asking avoids a fallback warning.
-    model = CLIPModel.from_pretrained(source, local_files_only=local_files_only)
     processor = CLIPProcessor.from_pretrained(
         source, local_files_only=local_files_only, backend="pil"
     )
-    return model, processor  # from_pretrained leaves the model in eval mode
+    config: Any = CLIPConfig.from_pretrained(source, local_files_only=local_files_only)
+    # CLIPModel projects with the top-level projection_dim; a tower alone reads its own
+    # sub-config, which some checkpoints leave at the default.
+    text_config, vision_config = config.text_config, config.vision_config
+    text_config.projection_dim = vision_config.projection_dim = config.projection_dim
+    text = _tower(CLIPTextModelWithProjection, source, text_config, local_files_only)
+    text_embeddings = _embed_labels(text, processor, labels)
+    del text
+    gc.collect()
+    vision = _tower(CLIPVisionModelWithProjection, source, vision_config, local_files_only)
+    logit_scale = _logit_scale(source, local_files_only=local_files_only)
+    # from_pretrained leaves both towers in eval mode.
+    return _LoadedParts(text_embeddings, logit_scale, vision, processor)
+
+
+def _tower(model_class: Any, source: str, config: Any, local_files_only: bool) -> Any:
+    """One tower of a CLIP checkpoint; weights it lacks would be random, so they are an error."""
+    model, info = model_class.from_pretrained(
+        source, config=config, local_files_only=local_files_only, output_loading_info=True
+    )
+    if info["missing_keys"]:
+        missing = ", ".join(sorted(info["missing_keys"])[:3])
+        raise OSError(f"the checkpoint lacks {len(info['missing_keys'])} weights ({missing}, ...)")
+    return model
+
+
+def _logit_scale(source: str, *, local_files_only: bool) -> float:
+    """CLIP's learned temperature, read straight from the checkpoint: it is in neither tower."""
+    for weights_name, read in (
+        ("model.safetensors", _tensor_from_safetensors),
+        ("pytorch_model.bin", _tensor_from_torch_file),
+    ):
+        path = cached_file(
+            source,
+            weights_name,
+            local_files_only=local_files_only,
+            _raise_exceptions_for_missing_entries=False,
+        )
+        if path is not None:
+            return float(read(path, "logit_scale").float().exp())
+    raise OSError(f"no model.safetensors or pytorch_model.bin with logit_scale in {source}")
+
+
+def _tensor_from_safetensors(path: str, key: str) -> torch.Tensor:
+    with safe_open(path, framework="pt") as weights:
+        tensor: torch.Tensor = weights.get_tensor(key)
+    return tensor
+
+
+def _tensor_from_torch_file(path: str, key: str) -> torch.Tensor:
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    return torch.as_tensor(state[key])
 
 
 def _is_hub_name(name: str) -> bool:
@@ -324,7 +403,7 @@ def _crop_size(processor: Any) -> int:
 
 
 def _check_input_size(name: str, model: Any, processor: Any) -> None:
-    expected = int(model.config.vision_config.image_size)
+    expected = int(model.config.image_size)
     if _crop_size(processor) != expected:
         raise ModelLoadError(
             f"Cannot load CLIP model {name!r}: its image processor crops to "
@@ -335,24 +414,19 @@ def _check_input_size(name: str, model: Any, processor: Any) -> None:
 # --- preparing the model -----------------------------------------------------------------------
 
 
-def _embed_labels(model: Any, processor: Any, labels: tuple[str, ...]) -> torch.Tensor:
+def _embed_labels(text_model: Any, processor: Any, labels: tuple[str, ...]) -> torch.Tensor:
     """L2-normalised text embeddings, one row per label, computed once in float32."""
     with torch.inference_mode():
         tokens = processor.tokenizer(
             list(labels), padding=True, truncation=True, return_tensors="pt"
         )
-        features: torch.Tensor = model.get_text_features(**tokens).pooler_output
+        # text_embeds is what CLIPModel.get_text_features returns as pooler_output.
+        features: torch.Tensor = text_model(**tokens).text_embeds
     return _normalised(features.float())
 
 
 def _normalised(vectors: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(vectors, p=2.0, dim=-1)
-
-
-def _drop_text_tower(model: Any) -> None:
-    # The label embeddings are all we need from the text side; free its weights.
-    del model.text_model
-    del model.text_projection
 
 
 def _prepare_image_tower(model: Any, precision: Precision, device: torch.device) -> Any:
