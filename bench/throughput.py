@@ -96,6 +96,7 @@ class Settings:
     full_size_model: bool
     cache_dir: Path
     workdir: Path | None
+    overrides: tuple[tuple[str, str, object], ...] = ()  # (section, key, value) for the daemon
 
 
 @dataclass(frozen=True)
@@ -538,6 +539,8 @@ def write_daemon_config(layout: DaemonLayout, model_dir: Path, settings: Setting
         "watch": {"quiet_seconds": settings.quiet_seconds},
         "logging": {"level": "WARNING"},
     }
+    for section, key, value in settings.overrides:
+        config.setdefault(section, {})[key] = value  # type: ignore[index]
     layout.config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
@@ -857,6 +860,8 @@ def run(settings: Settings, layout: DaemonLayout) -> str:
     say()
 
     say(f"(b) the daemon end to end: python -m daemon run -c {layout.config}")
+    for section, key, value in settings.overrides:
+        say(f"  setting: {section}.{key} = {value!r}")
     daemon = measure_daemon(layout, model_dir, files, single, settings)
     report_daemon(daemon, settings)
     say()
@@ -926,6 +931,13 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         help="where models and frames are cached (bench/out)",
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="extra daemon setting for (b), e.g. --set worker.decode_processes=1 (YAML value)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: tiny model, 20 small frames, finishes in < 60 s",
@@ -948,12 +960,21 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         full_size_model=not quick,
         cache_dir=args.cache_dir.resolve(),
         workdir=args.workdir.resolve() if args.workdir else None,
+        overrides=tuple(_override(parser, text) for text in args.set),
     )
     if settings.frames < 1 or settings.notebook_frames < 1:
         parser.error("--frames and --notebook-frames must be at least 1")
     if not 1 <= settings.batch_size <= MAX_BATCH_SIZE:
         parser.error(f"--batch-size must be 1 to {MAX_BATCH_SIZE} (the config's range)")
     return settings
+
+
+def _override(parser: argparse.ArgumentParser, text: str) -> tuple[str, str, object]:
+    name, separator, value = text.partition("=")
+    section, dot, key = name.partition(".")
+    if not (separator and dot and section and key):
+        parser.error(f"--set {text!r}: expected SECTION.KEY=VALUE")
+    return section, key, yaml.safe_load(value)
 
 
 @contextlib.contextmanager
