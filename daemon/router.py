@@ -18,6 +18,7 @@ from daemon.fileops import (
 )
 from daemon.permissions import Ownership
 from daemon.routing import Destination, dated_folder, destination_root
+from daemon.schema import printable
 from daemon.store import PendingMove, RowKind, Store
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class Router:
         if sidecar.exists():  # written before a crash: the move is being settled again
             return
         text = (
-            f"file: {move.source_path}\n"
+            f"file: {printable(move.source_path)}\n"  # the name may not be valid UTF-8
             f"quarantined: {move.reason or 'unknown reason'}\n"
             f"sha256: {move.sha256 or '-'}\n"
         )

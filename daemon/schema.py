@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -147,6 +148,55 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+class FsPath(TypeDecorator[str]):
+    """A file-system path: text when it is valid UTF-8, else its exact bytes as a BLOB.
+
+    Names on a station's disks need not be UTF-8 (a Latin-1 camera, a cp1251 FTP client).
+    Python hands them over as str with surrogate escapes, which SQLite text cannot hold; the
+    BLOB keeps the bytes, so the file can still be found and moved. Read back as the same str.
+    """
+
+    impl = Text()
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | bytes | None:
+        if value is None or _is_utf8(value):
+            return value
+        return os.fsencode(value)
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> str | None:
+        return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+class Message(TypeDecorator[str]):
+    """Human-readable text that may quote an undecodable file name: stored with the bad bytes
+    written as escapes ("caf\\xe9.jpg"), since SQLite text must be valid UTF-8."""
+
+    impl = Text()
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else printable(value)
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: undecodable bytes of file names written as "\\xNN" escapes."""
+    if _is_utf8(text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _one_of(column: str, enum_class: type[enum.StrEnum]) -> CheckConstraint:
     allowed = ", ".join(f"'{member.value}'" for member in enum_class)
     return CheckConstraint(f"{column} IN ({allowed})", name=column)
@@ -169,8 +219,8 @@ class Image(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    original_path: Mapped[str] = mapped_column(Text, index=True)  # where the content was first seen
-    original_name: Mapped[str | None] = mapped_column(Text)
+    original_path: Mapped[str] = mapped_column(FsPath, index=True)  # where it was first seen
+    original_name: Mapped[str | None] = mapped_column(FsPath)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     state: Mapped[ImageState] = mapped_column(
@@ -179,9 +229,9 @@ class Image(Base):
     decision: Mapped[ImageDecision | None] = mapped_column(StrEnumType(ImageDecision))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # retry backoff
-    last_error: Mapped[str | None] = mapped_column(Text)
-    intended_path: Mapped[str | None] = mapped_column(Text)  # recorded before the move
-    final_path: Mapped[str | None] = mapped_column(Text)  # recorded after the move
+    last_error: Mapped[str | None] = mapped_column(Message)
+    intended_path: Mapped[str | None] = mapped_column(FsPath)  # recorded before the move
+    final_path: Mapped[str | None] = mapped_column(FsPath)  # recorded after the move
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     capture_time: Mapped[datetime | None] = mapped_column(DateTime)  # camera-local, naive
     camera_make: Mapped[str | None] = mapped_column(String(128))
@@ -235,13 +285,13 @@ class Duplicate(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
-    source_path: Mapped[str] = mapped_column(Text, index=True)
+    source_path: Mapped[str] = mapped_column(FsPath, index=True)
     arrived_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     state: Mapped[MoveState] = mapped_column(
         StrEnumType(MoveState), index=True, default=MoveState.ROUTING
     )
-    intended_path: Mapped[str | None] = mapped_column(Text)
-    final_path: Mapped[str | None] = mapped_column(Text)
+    intended_path: Mapped[str | None] = mapped_column(FsPath)
+    final_path: Mapped[str | None] = mapped_column(FsPath)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     image: Mapped[Image] = relationship(back_populates="duplicates")
@@ -254,12 +304,12 @@ class Reject(Base):
     __table_args__ = (_one_of("state", MoveState),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    source_path: Mapped[str] = mapped_column(Text, index=True)
-    reason: Mapped[str] = mapped_column(Text)
+    source_path: Mapped[str] = mapped_column(FsPath, index=True)
+    reason: Mapped[str] = mapped_column(Message)
     arrived_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     state: Mapped[MoveState] = mapped_column(
         StrEnumType(MoveState), index=True, default=MoveState.ROUTING
     )
-    intended_path: Mapped[str | None] = mapped_column(Text)
-    final_path: Mapped[str | None] = mapped_column(Text)
+    intended_path: Mapped[str | None] = mapped_column(FsPath)
+    final_path: Mapped[str | None] = mapped_column(FsPath)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 import torch
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.classifier import ClipClassifier
 from daemon.config import Config
@@ -76,8 +75,8 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
     try:
         parts.watcher.start()
         parts.intake.rescan()  # files that arrived while the daemon was down
-        scheduler = _start_scheduler(config, parts.intake)
-        threads.start("intake", lambda: _intake_loop(parts.intake, threads.stop))
+        rescan_every = config.watch.rescan_interval_seconds
+        threads.start("intake", lambda: _intake_loop(parts.intake, threads.stop, rescan_every))
         threads.start("worker", parts.worker.run)
         notifier.ready(f"watching {len(config.paths.inbox)} inbox(es)")
         _log_ready(config, parts.classifier, time.monotonic() - started)
@@ -85,7 +84,6 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
             _supervise(config, threads, parts.watcher, parts.worker, notifier)
         finally:
             notifier.stopping()
-            scheduler.shutdown(wait=False)
             parts.watcher.stop()
             threads.stop_all()
     finally:
@@ -176,20 +174,16 @@ def _supervise(
 _STALL_SECONDS = 300.0
 
 
-def _intake_loop(intake: Intake, stop: threading.Event) -> None:
+def _intake_loop(intake: Intake, stop: threading.Event, rescan_every: float) -> None:
+    # The periodic rescan (the safety net for lost events) is timed on the monotonic clock:
+    # APScheduler's interval trigger follows the wall clock, so a station clock set back a day
+    # (an RTC corrected by NTP) switched the rescans off for that day.
+    next_rescan = time.monotonic() + rescan_every
     while not stop.wait(timeout=_INTAKE_TICK_SECONDS):
+        if time.monotonic() >= next_rescan:
+            intake.rescan()
+            next_rescan = time.monotonic() + rescan_every
         intake.run_once()
-
-
-def _start_scheduler(config: Config, intake: Intake) -> BackgroundScheduler:
-    scheduler = BackgroundScheduler(
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
-    )
-    scheduler.add_job(
-        intake.rescan, "interval", seconds=config.watch.rescan_interval_seconds, id="rescan"
-    )
-    scheduler.start()
-    return scheduler
 
 
 def _install_signal_handlers(stop: threading.Event, notifier: SystemdNotifier) -> None:
