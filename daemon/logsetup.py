@@ -15,5 +15,5 @@ def configure_logging(level: str) -> None:
         force=True,
     )
     # Library chatter that says nothing about the station's files.
-    for noisy in ("watchdog", "apscheduler", "alembic", "PIL", "urllib3", "httpx", "filelock"):
+    for noisy in ("watchdog", "alembic", "PIL", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

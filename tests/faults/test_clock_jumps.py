@@ -50,9 +50,9 @@ from tests.faults.fault_kit import (
 pytestmark = pytest.mark.fault
 
 DAY = 86_400.0
-# Modules whose wall-clock reads are redirected: the daemon's, and APScheduler, which ran the
-# rescan until this test showed that its interval trigger follows the wall clock (kept here so
-# that bringing it back is caught).
+# Modules whose wall-clock reads are redirected. APScheduler ran the rescan until this test
+# showed that its interval trigger follows the wall clock; it is no longer a dependency, but
+# its name stays here so that bringing it back is caught.
 CLOCK_USERS = ("daemon", "apscheduler")
 # The only places allowed to read the wall clock: timestamps, never timers.
 WALL_CLOCK_READERS_ALLOWED = {"daemon.schema.utcnow"}
