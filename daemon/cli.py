@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -155,13 +157,19 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Catch SIGTERM/SIGINT before the imports below, which take seconds (torch): a stop asked
+    # for during start-up then ends the start-up cleanly instead of killing the process.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+
     from daemon.classifier import ModelLoadError
     from daemon.database import DatabaseError
     from daemon.service import run_daemon
 
     config = _load(args)
     try:
-        return run_daemon(config)
+        return run_daemon(config, stop=stop)
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_MODEL

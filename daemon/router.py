@@ -56,22 +56,32 @@ class Router:
         moves = self._store.pending_moves()
         if not moves:
             return RouteSummary(0, 0)
+        resumed = {(move.kind, move.id) for move in moves if move.intended_path is not None}
         moves = self._assign_destinations(moves)
-        moved = failed = 0
-        for index, move in enumerate(moves):
-            try:
-                self._finish(move)
-            except DestinationUnavailableError as err:
-                waiting = len(moves) - index
-                logger.error("%s; %d file(s) wait in the inbox until it is fixed", err, waiting)
-                return RouteSummary(moved, waiting + failed)
-            except OSError as err:
-                # Specific to this one file: the others go on; it is tried again next round.
-                logger.error("%s: cannot move to %s: %s", move.source_path, move.intended_path, err)
-                failed += 1
-                continue
-            moved += 1
-        return RouteSummary(moved, failed)
+        finished: list[tuple[RowKind, int, str]] = []
+        failed = 0
+        try:
+            for index, move in enumerate(moves):
+                try:
+                    destination = self._finish(move, resumed=(move.kind, move.id) in resumed)
+                except DestinationUnavailableError as err:
+                    waiting = len(moves) - index
+                    logger.error("%s; %d file(s) wait in the inbox until it is fixed", err, waiting)
+                    return RouteSummary(len(finished), waiting + failed)
+                except OSError as err:
+                    # Specific to this one file: the others go on; it is tried again next round.
+                    logger.error(
+                        "%s: cannot move to %s: %s", move.source_path, move.intended_path, err
+                    )
+                    failed += 1
+                    continue
+                if destination is not None:
+                    finished.append((move.kind, move.id, str(destination)))
+        finally:
+            # One commit for the round: a crash before it leaves rows whose files are already
+            # in place, which start-up settlement recognises and closes.
+            self._store.record_moved_many(finished)
+        return RouteSummary(len(finished), failed)
 
     def _assign_destinations(self, moves: list[PendingMove]) -> list[PendingMove]:
         """Record every new destination in one commit, before any file is touched."""
@@ -93,10 +103,16 @@ class Router:
         name = safe_filename(Path(move.source_path).name)
         return unique_destination(folder, name, reserved=taken)
 
-    def _finish(self, move: PendingMove) -> None:
+    def _finish(self, move: PendingMove, *, resumed: bool) -> Path | None:
+        """Move one file; returns where it now is, or None when it had already gone."""
         assert move.intended_path is not None
         source, destination = Path(move.source_path), Path(move.intended_path)
-        outcome = settle_move(source, destination, move.sha256)
+        # Only a move recorded before this round can be half-done; settling costs a listing of
+        # the destination folder, which grows all day, so fresh moves skip it.
+        if resumed:
+            outcome = settle_move(source, destination, move.sha256)
+        else:
+            outcome = SettleOutcome.NOT_STARTED if _lexists(source) else SettleOutcome.MISSING
         if outcome is SettleOutcome.NOT_STARTED:
             self._move(move, source, destination)
         elif outcome is SettleOutcome.DESTINATION_TAKEN:
@@ -109,8 +125,9 @@ class Router:
             reason = "file disappeared from the inbox before it could be moved"
             logger.warning("%s: %s", source, reason)
             self._store.record_source_lost(move.kind, move.id, reason)
-            return
+            return None
         self._after_move(move, destination)
+        return destination
 
     def _move(self, move: PendingMove, source: Path, destination: Path) -> None:
         try:
@@ -127,7 +144,6 @@ class Router:
         self._ownership.apply(destination, up_to=root)
         if move.destination is Destination.QUARANTINE:
             self._write_reason(move, destination)
-        self._store.record_moved(move.kind, move.id, str(destination))
         logger.info("%s -> %s (%s)", move.source_path, destination, move.destination)
 
     def _write_reason(self, move: PendingMove, destination: Path) -> None:
@@ -144,6 +160,14 @@ class Router:
             self._ownership.apply(sidecar, up_to=sidecar.parent)
         except OSError as err:
             logger.error("%s: could not write the quarantine note: %s", destination, err)
+
+
+def _lexists(path: Path) -> bool:
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _with_intended(move: PendingMove, intended: dict[tuple[RowKind, int], str]) -> PendingMove:

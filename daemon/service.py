@@ -72,6 +72,10 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
     _install_signal_handlers(threads.stop, notifier)
     started = time.monotonic()
     parts = _build(config, threads)
+    if threads.stop.is_set():  # asked to stop while starting up: nothing has been taken yet
+        parts.decoder.close()
+        logger.info("stopped during start-up")
+        return 0
     try:
         parts.watcher.start()
         parts.intake.rescan()  # files that arrived while the daemon was down

@@ -210,12 +210,16 @@ class Store:
             for (kind, row_id), path in intended.items():
                 _row(session, kind, row_id).intended_path = path
 
-    def record_moved(self, kind: RowKind, row_id: int, final_path: str) -> None:
+    def record_moved_many(self, moved: Sequence[tuple[RowKind, int, str]]) -> None:
+        """Close the rows of files now in their final place, in one transaction."""
+        if not moved:
+            return
         with self._sessions.begin() as session:
-            row = _row(session, kind, row_id)
-            row.final_path = final_path
-            row.done_at = utcnow()
-            row.state = ImageState.DONE if kind is RowKind.IMAGE else MoveState.DONE
+            for kind, row_id, final_path in moved:
+                row = _row(session, kind, row_id)
+                row.final_path = final_path
+                row.done_at = utcnow()
+                row.state = ImageState.DONE if kind is RowKind.IMAGE else MoveState.DONE
 
     def record_source_lost(self, kind: RowKind, row_id: int, reason: str) -> None:
         """The file left the inbox by other hands before it could be moved: say so, and close."""

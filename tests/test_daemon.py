@@ -31,7 +31,7 @@ import daemon.decodepool
 import daemon.router
 import daemon.watcher
 import daemon.worker
-from daemon.fileops import SettleOutcome, settle_move
+from daemon.fileops import move_durably
 from daemon.store import QueuedImage
 from tests.daemon_support import (
     REPO_ROOT,
@@ -699,14 +699,14 @@ def test_classified_content_that_vanished_is_filed_when_it_arrives_again(
     decision already made, without a second classification."""
     data = noise_jpeg(34)
     first = station.inbox / "IMG_0010.JPG"
-    original_settle = settle_move
+    original_move = move_durably
 
-    def taken_away_first(source: Path, destination: Path, sha256: str | None) -> SettleOutcome:
+    def taken_away_first(source: Path, destination: Path) -> None:
         if source == first and source.exists():
             source.unlink()  # someone takes the file away just before the router moves it
-        return original_settle(source, destination, sha256)
+        original_move(source, destination)
 
-    monkeypatch.setattr(daemon.router, "settle_move", taken_away_first)
+    monkeypatch.setattr(daemon.router, "move_durably", taken_away_first)
     with daemon_thread(station):
         write_file(first, data)
         wait_until(lambda: row_done(station, first), "the first copy's outcome")
