@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
 
 from daemon.config import Paths
 from daemon.fileops import (
@@ -160,6 +164,50 @@ class Router:
             self._ownership.apply(sidecar, up_to=sidecar.parent)
         except OSError as err:
             logger.error("%s: could not write the quarantine note: %s", destination, err)
+
+
+class RoutingLoop:
+    """Runs the moves in a thread of their own, so fsyncs never hold up the model.
+
+    The worker wakes it after each commit; intake's duplicates and rejects are picked up on
+    its regular tick. A destination that refuses files pauses the moves and, through
+    `blocked`, the worker's intake of new work.
+    """
+
+    def __init__(self, router: Router, *, retry_seconds: float, stop: threading.Event) -> None:
+        self._router = router
+        self._retry_seconds = retry_seconds
+        self._stop = stop
+        self._wake = threading.Event()
+        self._blocked_until = 0.0  # monotonic
+
+    @property
+    def blocked(self) -> bool:
+        return time.monotonic() < self._blocked_until
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            if not self.blocked:
+                self._round()
+            self._wake.wait(timeout=_TICK_SECONDS)
+            self._wake.clear()
+        self._round()  # moves for what was committed last: quick, and saves a settle later
+
+    def _round(self) -> None:
+        try:
+            summary = self._router.route_pending()
+        except OperationalError as err:
+            logger.error("database unavailable, moves wait: %s", err)
+            self._blocked_until = time.monotonic() + min(self._retry_seconds, 2.0)
+            return
+        if summary.waiting:
+            self._blocked_until = time.monotonic() + self._retry_seconds
+
+
+_TICK_SECONDS = 0.5
 
 
 def _lexists(path: Path) -> bool:

@@ -21,7 +21,7 @@ from daemon.intake import Intake
 from daemon.names import NameFilter
 from daemon.notify import SystemdNotifier
 from daemon.permissions import Ownership
-from daemon.router import Router
+from daemon.router import Router, RoutingLoop
 from daemon.stability import StabilityTracker
 from daemon.store import Store
 from daemon.watcher import InboxWatcher, WatchedInbox
@@ -63,6 +63,7 @@ class _Parts:
     intake: Intake
     watcher: InboxWatcher
     worker: Worker
+    routing: RoutingLoop
 
 
 def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
@@ -82,6 +83,7 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
         rescan_every = config.watch.rescan_interval_seconds
         threads.start("intake", lambda: _intake_loop(parts.intake, threads.stop, rescan_every))
         threads.start("worker", parts.worker.run)
+        threads.start("routing", parts.routing.run)
         notifier.ready(f"watching {len(config.paths.inbox)} inbox(es)")
         _log_ready(config, parts.classifier, time.monotonic() - started)
         try:
@@ -127,17 +129,20 @@ def _build(config: Config, threads: _Threads) -> _Parts:
     decoder = DecoderPool(
         config.worker.decode_processes, timeout=config.worker.decode_timeout_seconds
     )
+    routing = RoutingLoop(
+        router, retry_seconds=config.worker.destination_retry_seconds, stop=threads.stop
+    )
     worker = Worker(
         store=store,
         classifier=classifier,
-        router=router,
+        routing=routing,
         decoder=decoder,
         config=config,
         stop=threads.stop,
         wake=threads.wake_worker,
         on_content_changed=intake.hint,
     )
-    return _Parts(classifier, decoder, intake, watcher, worker)
+    return _Parts(classifier, decoder, intake, watcher, worker, routing)
 
 
 def _log_ready(config: Config, classifier: ClipClassifier, seconds: float) -> None:

@@ -17,7 +17,7 @@ from daemon.classifier import ClipClassifier
 from daemon.config import Config
 from daemon.decision import decide
 from daemon.decodepool import DecodeJob, DecodeOutcome, DecoderPool, DecoderPoolError
-from daemon.router import Router
+from daemon.router import RoutingLoop
 from daemon.routing import destination_for
 from daemon.store import ClassifiedImage, ModelInfo, QueuedImage, Store
 
@@ -38,7 +38,7 @@ class Worker:
         *,
         store: Store,
         classifier: ClipClassifier,
-        router: Router,
+        routing: RoutingLoop,
         decoder: DecoderPool,
         config: Config,
         stop: threading.Event,
@@ -47,7 +47,7 @@ class Worker:
     ) -> None:
         self._store = store
         self._classifier = classifier
-        self._router = router
+        self._routing = routing
         self._decoder = decoder
         self._config = config
         self._stop = stop
@@ -59,7 +59,6 @@ class Worker:
         self._lookahead = 2 * config.model.batch_size
         self._model_info = _model_info(classifier, config)
         self.last_progress = time.monotonic()
-        self._destinations_blocked_until = 0.0
 
     def run(self) -> None:
         try:
@@ -77,7 +76,6 @@ class Worker:
                 future.cancel()
 
     def _step(self) -> None:
-        self._route()
         self._top_up()
         batch = self._collect_batch()
         if batch:
@@ -89,24 +87,11 @@ class Worker:
     def idle(self) -> bool:
         return not self._inflight
 
-    # --- routing ----------------------------------------------------------------------------------
-
-    def _route(self) -> None:
-        if time.monotonic() < self._destinations_blocked_until:
-            return
-        summary = self._router.route_pending()
-        if summary.moved:
-            self.last_progress = time.monotonic()
-        if summary.waiting:
-            self._destinations_blocked_until = (
-                time.monotonic() + self._config.worker.destination_retry_seconds
-            )
-
     # --- decoding ahead ---------------------------------------------------------------------------
 
     def _top_up(self) -> None:
         room = self._lookahead - len(self._inflight)
-        if room <= 0 or time.monotonic() < self._destinations_blocked_until:
+        if room <= 0 or self._routing.blocked:
             return  # a full destination disk pauses intake of new work, not just the moves
         now = time.monotonic()
         waiting = {image_id for image_id, due in self._retry_at.items() if due > now}
@@ -180,6 +165,7 @@ class Worker:
                 self._vanished(decoded)
             elif decoded.outcome.error is not None:
                 self._failed(decoded)
+        self._routing.wake()
         self.last_progress = time.monotonic()
 
     def _classify(self, good: list[Decoded]) -> None:
