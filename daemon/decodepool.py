@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
-import hashlib
 import logging
 import os
 import pickle
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from daemon.fileops import sha256_bytes
 from daemon.imaging import ImageError, decode_image
 from daemon.preprocess import PreprocessSpec, to_pixels
 
@@ -101,7 +101,7 @@ def decode_job(job: DecodeJob) -> DecodeOutcome:
         return outcome(gone=GONE_MISSING)
     except OSError as err:
         return outcome(error=f"{job.path}: cannot be read: {err.strerror or err}")
-    if hashlib.sha256(data).hexdigest() != job.sha256:
+    if sha256_bytes(data) != job.sha256:
         return outcome(gone=GONE_CHANGED)
     try:
         decoded = decode_image(

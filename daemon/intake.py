@@ -52,9 +52,6 @@ class Intake:
         for root in self._inboxes:
             self._hints.put(root)
 
-    def pending(self) -> int:
-        return self._tracker.pending_count() + self._hints.qsize()
-
     def run_once(self) -> int:
         """Drain hints, then record every path that has become stable; returns how many."""
         self._drain_hints()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -116,7 +117,9 @@ class Router:
         if resumed:
             outcome = settle_move(source, destination, move.sha256)
         else:
-            outcome = SettleOutcome.NOT_STARTED if _lexists(source) else SettleOutcome.MISSING
+            outcome = (
+                SettleOutcome.NOT_STARTED if os.path.lexists(source) else SettleOutcome.MISSING
+            )
         if outcome is SettleOutcome.NOT_STARTED:
             self._move(move, source, destination)
         elif outcome is SettleOutcome.DESTINATION_TAKEN:
@@ -208,14 +211,6 @@ class RoutingLoop:
 
 
 _TICK_SECONDS = 0.5
-
-
-def _lexists(path: Path) -> bool:
-    try:
-        path.lstat()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _with_intended(move: PendingMove, intended: dict[tuple[RowKind, int], str]) -> PendingMove:
