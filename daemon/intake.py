@@ -7,6 +7,7 @@ import logging
 import os
 import queue
 import stat
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,9 +17,14 @@ from daemon.fileops import sha256_file
 from daemon.names import NameFilter
 from daemon.scanner import scan_inbox
 from daemon.stability import Readiness, StabilityTracker, StablePath
-from daemon.store import ArrivalOutcome, Store
+from daemon.store import Arrival, ArrivalOutcome, Store
 
 logger = logging.getLogger(__name__)
+
+# Each commit costs an fsync (synchronous=FULL): a drop of thousands of files is recorded in
+# slices of this many, or of what one interval gathered, whichever comes first.
+ARRIVALS_PER_COMMIT = 64
+COMMIT_INTERVAL_SECONDS = 0.25
 
 
 class Intake:
@@ -55,12 +61,21 @@ class Intake:
     def run_once(self) -> int:
         """Drain hints, then record every path that has become stable; returns how many."""
         self._drain_hints()
-        stable = self._tracker.take_stable()
         recorded = 0
-        for item in stable:
-            recorded += self._record(item)
-        if recorded:
-            self._on_queued()
+        pending: list[Arrival] = []
+        deadline = time.monotonic() + COMMIT_INTERVAL_SECONDS
+        for item in self._tracker.take_stable():
+            examined = self._examine(item)
+            if isinstance(examined, Arrival):
+                pending.append(examined)
+            else:
+                recorded += examined
+            # A big drop is committed in slices, so the worker starts on the first ones early.
+            if len(pending) >= ARRIVALS_PER_COMMIT or time.monotonic() >= deadline:
+                recorded += self._commit(pending)
+                pending = []
+                deadline = time.monotonic() + COMMIT_INTERVAL_SECONDS
+        recorded += self._commit(pending)
         return recorded
 
     def _drain_hints(self) -> None:
@@ -75,13 +90,14 @@ class Intake:
             else:
                 self._tracker.note(path)
 
-    def _record(self, item: StablePath) -> int:
+    def _examine(self, item: StablePath) -> Arrival | int:
+        """An Arrival to record, or how many rows were written for it on the spot (rejects)."""
         path = str(item.path)
         try:
             if self._store.is_waiting(path):
                 return 0
             if item.kind is Readiness.FILE:
-                return self._record_file(item)
+                return self._hash(item)
             reason = (
                 "symbolic link (never followed)"
                 if item.kind is Readiness.LINK
@@ -89,6 +105,7 @@ class Intake:
             )
             logger.warning("%s: rejected: %s", path, reason)
             self._store.record_reject(path, reason)
+            self._on_queued()
             return 1
         except OperationalError as err:
             logger.error("%s: database unavailable, will retry: %s", path, err)
@@ -99,7 +116,7 @@ class Intake:
             logger.exception("%s: could not be recorded", path)
             return 0
 
-    def _record_file(self, item: StablePath) -> int:
+    def _hash(self, item: StablePath) -> Arrival | int:
         path = str(item.path)
         try:
             digest = sha256_file(item.path)
@@ -112,14 +129,31 @@ class Intake:
         if (after.st_size, after.st_mtime_ns) != (item.signature.size, item.signature.mtime_ns):
             self._tracker.note(item.path)  # still being written after all: wait again
             return 0
-        outcome = self._store.record_arrival(path, digest, after.st_size)
-        if outcome is ArrivalOutcome.DUPLICATE:
-            logger.info(
-                "%s: same content as an earlier image (sha256 %s): duplicate", path, digest[:12]
-            )
-        elif outcome is ArrivalOutcome.NEW:
-            logger.debug("%s: queued (sha256 %s)", path, digest[:12])
-        return int(outcome is not ArrivalOutcome.ALREADY_KNOWN)
+        return Arrival(path, digest, after.st_size)
+
+    def _commit(self, arrivals: Sequence[Arrival]) -> int:
+        """Record arrivals in one transaction; returns how many became new rows."""
+        if not arrivals:
+            return 0
+        try:
+            outcomes = self._store.record_arrivals(arrivals)
+        except OperationalError as err:
+            logger.error("database unavailable, %d files will be retried: %s", len(arrivals), err)
+            for arrival in arrivals:
+                self._tracker.note(Path(arrival.path))
+            return 0
+        except Exception:
+            if len(arrivals) == 1:
+                logger.exception("%s: could not be recorded", arrivals[0].path)
+                return 0
+            # Find the one odd file by recording the rest one at a time.
+            return sum(self._commit([arrival]) for arrival in arrivals)
+        for arrival, outcome in zip(arrivals, outcomes, strict=True):
+            _log_outcome(arrival, outcome)
+        recorded = sum(outcome is not ArrivalOutcome.ALREADY_KNOWN for outcome in outcomes)
+        if recorded:
+            self._on_queued()
+        return recorded
 
     def _unreadable(self, item: StablePath, err: OSError) -> int:
         path = str(item.path)
@@ -129,7 +163,19 @@ class Intake:
         reason = f"cannot be read: {err.strerror or err}"
         logger.error("%s: rejected: %s", path, reason)
         self._store.record_reject(path, reason)
+        self._on_queued()
         return 1
+
+
+def _log_outcome(arrival: Arrival, outcome: ArrivalOutcome) -> None:
+    if outcome is ArrivalOutcome.DUPLICATE:
+        logger.info(
+            "%s: same content as an earlier image (sha256 %s): duplicate",
+            arrival.path,
+            arrival.sha256[:12],
+        )
+    elif outcome is ArrivalOutcome.NEW:
+        logger.debug("%s: queued (sha256 %s)", arrival.path, arrival.sha256[:12])
 
 
 def _is_real_directory(path: Path) -> bool:

@@ -34,6 +34,15 @@ class ArrivalOutcome(StrEnum):
     ALREADY_KNOWN = "already_known"  # this very file is already waiting: nothing to do
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """A stable inbox file and the SHA-256 of its content, ready to be recorded."""
+
+    path: str
+    sha256: str
+    size: int
+
+
 class RowKind(StrEnum):
     IMAGE = "image"
     DUPLICATE = "duplicate"
@@ -112,21 +121,31 @@ class Store:
                     return True
         return False
 
-    def record_arrival(self, path: str, sha256: str, size: int) -> ArrivalOutcome:
+    def record_arrivals(self, arrivals: Sequence[Arrival]) -> list[ArrivalOutcome]:
+        """Record stable inbox files in one transaction (one fsync), in order.
+
+        Nothing is lost when this never commits: the files are still in the inbox and the next
+        scan finds them again.
+        """
         with self._sessions.begin() as session:
-            image = session.scalar(select(Image).where(Image.sha256 == sha256))
-            if image is None:
-                session.add(_new_image(path, sha256, size))
-                return ArrivalOutcome.NEW
-            if self._waiting_here(session, image, path):
-                return ArrivalOutcome.ALREADY_KNOWN
-            if image.decision == ImageDecision.VANISHED:
-                # Its file left before it was sorted: this copy takes its place, or the frame
-                # would be filed as a duplicate of an image that was never looked at or kept.
-                _revive(session, image, path, size)
-                return ArrivalOutcome.NEW
-            session.add(Duplicate(image_id=image.id, source_path=path, state=MoveState.ROUTING))
-            return ArrivalOutcome.DUPLICATE
+            return [self._record_arrival(session, arrival) for arrival in arrivals]
+
+    def _record_arrival(self, session: Session, arrival: Arrival) -> ArrivalOutcome:
+        path, sha256, size = arrival.path, arrival.sha256, arrival.size
+        image = session.scalar(select(Image).where(Image.sha256 == sha256))
+        if image is None:
+            # Autoflush makes this row visible to a later arrival with the same bytes.
+            session.add(_new_image(path, sha256, size))
+            return ArrivalOutcome.NEW
+        if self._waiting_here(session, image, path):
+            return ArrivalOutcome.ALREADY_KNOWN
+        if image.decision == ImageDecision.VANISHED:
+            # Its file left before it was sorted: this copy takes its place, or the frame
+            # would be filed as a duplicate of an image that was never looked at or kept.
+            _revive(session, image, path, size)
+            return ArrivalOutcome.NEW
+        session.add(Duplicate(image_id=image.id, source_path=path, state=MoveState.ROUTING))
+        return ArrivalOutcome.DUPLICATE
 
     @staticmethod
     def _waiting_here(session: Session, image: Image, path: str) -> bool:

@@ -27,7 +27,7 @@ from daemon.decision import Decision
 from daemon.fileops import PARTIAL_PREFIX, safe_filename
 from daemon.router import Router
 from daemon.routing import dated_folder
-from daemon.store import ClassifiedImage, ModelInfo, PendingMove, Store
+from daemon.store import Arrival, ClassifiedImage, ModelInfo, PendingMove, Store
 from tests.daemon_support import (
     REPO_ROOT,
     Station,
@@ -524,7 +524,7 @@ class SettleBench:
         path = self.station.inbox / name
         path.write_bytes(data)
         digest = hashlib.sha256(data).hexdigest()
-        self.store.record_arrival(str(path), digest, len(data))
+        self.store.record_arrivals([Arrival(str(path), digest, len(data))])
         return path, digest
 
     def classify_all(self, decision: Decision) -> None:
