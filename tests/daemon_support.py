@@ -169,6 +169,56 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# --- the restart after the last SIGKILL ----------------------------------------------------------
+
+
+def ready_lines(log_path: Path) -> int:
+    """How many times the daemon logged READY to `log_path`: once per start."""
+    if not log_path.exists():
+        return 0
+    return log_path.read_text(errors="replace").count("daemon.service: ready in")
+
+
+def drain_after_last_restart(
+    station: Station,
+    log_path: Path,
+    distinct_contents: int,
+    *,
+    timeout: float,
+    note: str,
+    interval: float = 0.05,
+) -> float:
+    """Start the daemon once more after the last SIGKILL, let it drain, stop it with SIGTERM.
+
+    Waits up to `timeout` for a new READY line, then up to `timeout` more (polling every
+    `interval`) until `distinct_contents` images are done and all is settled; asserts both and
+    a clean exit 0, with `note` in every message. Returns the seconds from spawn to drained.
+    """
+    readies_before = ready_lines(log_path)
+    process = start_daemon_process(station, log_path)
+    restarted = time.monotonic()
+    try:
+        # Ready first: when the last kill came after everything was done, "settled" is true at
+        # once, and a SIGTERM before the daemon runs would end the imports, not test a clean stop.
+        ready = wait_for(lambda: ready_lines(log_path) > readies_before, timeout)
+        assert ready, f"the daemon did not become ready after the last restart {note}"
+        drained = wait_for(
+            lambda: images_done(station) == distinct_contents and settled(station),
+            timeout,
+            interval=interval,
+        )
+        seconds = time.monotonic() - restarted
+    finally:
+        try:
+            exit_code = stop_daemon_process(process)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert drained, f"not drained {timeout:.0f} s after the last restart {note}"
+    assert exit_code == 0, f"SIGTERM exit code {exit_code} {note}"
+    return seconds
+
+
 # --- the invariant -------------------------------------------------------------------------------
 
 

@@ -32,12 +32,11 @@ from tests.daemon_support import (
     REPO_ROOT,
     Station,
     check_invariant,
+    drain_after_last_restart,
     images_done,
     make_station,
     query,
-    settled,
     start_daemon_process,
-    stop_daemon_process,
     wait_for,
 )
 
@@ -395,41 +394,6 @@ def run_kill_cycles(run: CrashRun) -> None:
     assert len(run.dropped) == len(run.burst.files), run.note
 
 
-def _ready_lines(log_path: Path) -> int:
-    if not log_path.exists():
-        return 0
-    return log_path.read_text(errors="replace").count("daemon.service: ready in")
-
-
-def drain_after_last_restart(run: CrashRun) -> float:
-    """Restart once more, wait until everything is settled, stop with SIGTERM; the seconds."""
-    station, distinct = run.station, len(run.burst.contents())
-    readies_before = _ready_lines(run.log_path)
-    process = start_daemon_process(station, run.log_path)
-    restarted = time.monotonic()
-    try:
-        # Ready first: when the last kill came after everything was done, "settled" is true
-        # at once, and the SIGTERM below must test a clean stop, not interrupt the imports.
-        drained = wait_for(
-            lambda: (
-                _ready_lines(run.log_path) > readies_before
-                and settled(station)
-                and images_done(station) == distinct
-            ),
-            DRAIN_TIMEOUT,
-        )
-        seconds = time.monotonic() - restarted
-    finally:
-        try:
-            exit_code = stop_daemon_process(process)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert drained, f"the daemon did not drain after the last restart {run.note}"
-    assert exit_code == 0, f"SIGTERM exit code {exit_code} {run.note}"
-    return seconds
-
-
 def gather_figures(run: CrashRun, seed: int, drain_seconds: float, started: float) -> Figures:
     station, burst = run.station, run.burst
     placed = list(destination_files(station))
@@ -476,7 +440,9 @@ def test_sigkill_at_random_moments_loses_nothing(
     )
     started = time.monotonic()
     run_kill_cycles(run)
-    drain_seconds = drain_after_last_restart(run)
+    drain_seconds = drain_after_last_restart(
+        station, run.log_path, len(burst.contents()), timeout=DRAIN_TIMEOUT, note=note
+    )
 
     violations = check_invariant(station, dropped_contents=burst.contents())
     violations += placement_problems(station, burst) + leftover_problems(station)

@@ -17,12 +17,11 @@ import pytest
 from tests.daemon_support import (
     Station,
     check_invariant,
+    drain_after_last_restart,
     images_done,
     inbox_files,
     make_station,
-    settled,
     start_daemon_process,
-    stop_daemon_process,
     wait_for,
 )
 from tests.test_crash import (
@@ -214,39 +213,6 @@ def running(run: KillRun, process: subprocess.Popen[bytes]) -> bool:
     return True
 
 
-def drain_after_last_restart(run: KillRun) -> float:
-    """Start once more, wait until all is settled, stop with SIGTERM; the seconds it took."""
-    station = run.station
-    starts_before = ready_lines(run.log_path)
-    process = start_daemon_process(station, run.log_path)
-    restarted = time.monotonic()
-    try:
-        # SIGTERM is handled once the daemon runs; before that it would just end the process.
-        ready = wait_for(lambda: ready_lines(run.log_path) > starts_before, DRAIN_TIMEOUT)
-        assert ready, f"the daemon did not become ready after the last restart {run.note}"
-        drained = wait_for(
-            lambda: images_done(station) == run.distinct() and settled(station),
-            DRAIN_TIMEOUT,
-            interval=0.2,
-        )
-        seconds = time.monotonic() - restarted
-    finally:
-        try:
-            exit_code = stop_daemon_process(process)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert drained, f"not drained {DRAIN_TIMEOUT:.0f} s after the last restart {run.note}"
-    assert exit_code == 0, f"SIGTERM exit code {exit_code} {run.note}"
-    return seconds
-
-
-def ready_lines(log_path: Path) -> int:
-    if not log_path.exists():
-        return 0
-    return log_path.read_text(errors="replace").count("daemon.service: ready in")
-
-
 # --- the test -------------------------------------------------------------------------------------
 
 
@@ -309,7 +275,9 @@ def test_sigkill_at_24_random_moments_of_a_1000_file_burst_loses_nothing(
         for cycle, moment in enumerate(KILL_PLAN):
             kill_cycle(run, cycle, moment)
         assert len(run.dropped) == len(burst.files), note
-        drain = drain_after_last_restart(run)
+        drain = drain_after_last_restart(
+            station, run.log_path, run.distinct(), timeout=DRAIN_TIMEOUT, note=note, interval=0.2
+        )
     except BaseException:
         print(f"\nkills before the failure {note}:", *run.kills, sep="\n  ")
         raise
