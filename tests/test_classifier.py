@@ -17,8 +17,15 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from transformers import CLIPModel, CLIPProcessor
+from transformers.activations import QuickGELUActivation
 
-from daemon.classifier import Classification, ClipClassifier, ModelLoadError, download_model
+from daemon.classifier import (
+    Classification,
+    ClipClassifier,
+    InPlaceQuickGELU,
+    ModelLoadError,
+    download_model,
+)
 from scripts.make_test_model import build_test_model
 
 EXACT = 1e-5
@@ -176,6 +183,28 @@ def test_text_tower_is_dropped_after_load(classifier: ClipClassifier) -> None:
     assert not hasattr(model, "text_projection")
     kept = {name.split(".")[0] for name, _ in model.named_parameters()}
     assert kept <= {"vision_model", "visual_projection", "logit_scale"}
+
+
+def test_every_activation_is_the_in_place_quick_gelu(classifier: ClipClassifier) -> None:
+    activations = [
+        module.activation_fn
+        for module in classifier._model.modules()
+        if hasattr(module, "activation_fn")
+    ]
+    assert activations, "the vision tower has MLP activations"
+    assert all(isinstance(activation, InPlaceQuickGELU) for activation in activations)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_in_place_quick_gelu_is_bit_identical_to_transformers(dtype: torch.dtype) -> None:
+    x = (torch.randn(4, 50, 64, generator=torch.Generator().manual_seed(3)) * 4).to(dtype)
+    x[0, 0, :4] = torch.tensor([0.0, -0.0, 30.0, -30.0], dtype=dtype)  # the saturated ends
+    expected = QuickGELUActivation()(x)
+    with torch.inference_mode():
+        got = InPlaceQuickGELU()(x.clone())
+
+    assert got.dtype == dtype
+    assert torch.equal(got, expected)
 
 
 def test_model_runs_in_eval_mode(classifier: ClipClassifier) -> None:
