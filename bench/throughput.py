@@ -131,6 +131,19 @@ class DaemonResult:
     vm_hwm_bytes: int | None  # the daemon process itself
     children_vm_hwm_bytes: int  # sum of its children's own peaks (an upper bound together)
     decisions: dict[str, int]
+    burst_cpu: BurstCpu
+
+
+@dataclass(frozen=True)
+class BurstCpu:
+    """Where the CPU went between the first drop and the last file done."""
+
+    daemon_seconds: float  # the daemon process: model, intake, routing, database
+    decoder_seconds: float  # its decoder processes
+    idle_fraction: float  # of the whole machine's CPU over the burst
+
+    def per_image_ms(self, images: int) -> float:
+        return 1000 * (self.daemon_seconds + self.decoder_seconds) / images
 
 
 @dataclass(frozen=True)
@@ -601,6 +614,36 @@ def vm_hwm_bytes(pid: int) -> int | None:
     return None
 
 
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of a process and each of its children, by pid."""
+    seconds: dict[int, float] = {}
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for member in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                seconds[member.pid] = times.user + times.system
+    return seconds
+
+
+class BurstCpuMeter:
+    """CPU of the daemon and its decoders, and the machine's idle share, between two points."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._tree = tree_cpu_seconds(pid)
+        self._idle = psutil.cpu_times().idle
+        self._wall = time.monotonic()
+
+    def stop(self) -> BurstCpu:
+        tree = tree_cpu_seconds(self._pid)
+        idle = psutil.cpu_times().idle - self._idle
+        wall = time.monotonic() - self._wall
+        used = {pid: seconds - self._tree.get(pid, 0.0) for pid, seconds in tree.items()}
+        daemon = used.pop(self._pid, 0.0)
+        return BurstCpu(daemon, sum(used.values()), idle / (wall * (os.cpu_count() or 1)))
+
+
 @contextlib.contextmanager
 def notify_socket() -> Iterator[tuple[socket.socket, str]]:
     """A unix datagram socket standing in for systemd's; the path is short (sun_path limit)."""
@@ -731,7 +774,9 @@ def measure_daemon(
             wait_ready(sock, process, layout)
             ready_seconds = time.monotonic() - started
             with contextlib.closing(sqlite3.connect(layout.database, isolation_level=None)) as db:
+                meter = BurstCpuMeter(process.pid)
                 burst = _timed_drop(db, staged, 0, process, layout)
+                burst_cpu = meter.stop()
                 time.sleep(IDLE_PAUSE_SECONDS)
                 single_rate = _timed_drop(db, staged_single, len(staged), process, layout)
                 found = decisions(db)
@@ -742,7 +787,9 @@ def measure_daemon(
         finally:
             stop_daemon(process)
             peak = sampler.stop()
-    return DaemonResult(ready_seconds, burst, single_rate.seconds, peak, hwm, children_hwm, found)
+    return DaemonResult(
+        ready_seconds, burst, single_rate.seconds, peak, hwm, children_hwm, found, burst_cpu
+    )
 
 
 def _timed_drop(
@@ -773,6 +820,12 @@ def report_daemon(result: DaemonResult, settings: Settings) -> None:
     say(
         f"  burst:                 {result.burst.images} files in {result.burst.seconds:.1f} s "
         f"= {result.burst.per_second:.2f} images/s (first drop to last file done)"
+    )
+    cpu = result.burst_cpu
+    say(
+        f"  CPU in the burst:      daemon process {cpu.daemon_seconds:.1f} s + decoder "
+        f"processes {cpu.decoder_seconds:.1f} s = {cpu.per_image_ms(result.burst.images):.1f} ms "
+        f"per image; the machine was idle {cpu.idle_fraction:.0%} of the time"
     )
     say(f"  quiet period:          {quiet:g} s = {share:.1%} of the burst time")
     if share >= 0.1:
@@ -865,8 +918,33 @@ def run(settings: Settings, layout: DaemonLayout) -> str:
     daemon = measure_daemon(layout, model_dir, files, single, settings)
     report_daemon(daemon, settings)
     say()
+    for line in cpu_budget(notebook, daemon, chosen.speed):
+        say(line)
+    say()
     say(account.report())
     return summary_line(notebook, daemon, chosen.speed, settings)
+
+
+def cpu_budget(notebook: Rate, daemon: DaemonResult, classifier: Rate) -> list[str]:
+    """Why b/a and b/c end where they do: CPU per image, from this run's own figures."""
+    cores = os.cpu_count() or 1
+    total_ms = daemon.burst_cpu.per_image_ms(daemon.burst.images)
+    model_ms = 1000 * cores / classifier.per_second  # (c) keeps every core busy
+    if model_ms >= total_ms:
+        return [
+            f"CPU budget ({cores} cores): the daemon spent {total_ms:.1f} ms of CPU per image, "
+            f"less than the {model_ms:.1f} ms that cores / c suggests the model needs: (c) is "
+            "not CPU-bound at this size, so no budget follows."
+        ]
+    rest_ms = total_ms - model_ms
+    ceiling = 1000 * cores / total_ms
+    return [
+        f"CPU budget ({cores} cores, from this run): the model needs about {model_ms:.1f} ms of "
+        f"CPU per image (cores / c); the daemon spent {total_ms:.1f} ms per image in all, so "
+        f"about {rest_ms:.1f} ms outside the model (decoding, hashing, database, moves).",
+        f"  With every core busy that allows b <= {ceiling:.1f} images/s: b/a <= "
+        f"{ceiling / notebook.per_second:.2f} and b/c <= {model_ms / total_ms:.2f}.",
+    ]
 
 
 def summary_line(notebook: Rate, daemon: DaemonResult, classifier: Rate, settings: Settings) -> str:
