@@ -87,6 +87,15 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     return Path(os.path.normpath(path))
 
 
+def _follow_links(value: Path) -> Path:
+    """The real folder behind any symlinks in an inbox path.
+
+    The daemon never follows a symlink it finds inside an inbox, so an inbox given as a link
+    (to a card reader's mount, an FTP account's folder) is resolved once, here.
+    """
+    return Path(os.path.realpath(value))
+
+
 def _lower(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -182,7 +191,12 @@ class Label(_Section):
 class Inbox(_Section):
     """A folder to watch; `polling` scans it instead of relying on inotify (network mounts)."""
 
-    path: FolderPath
+    path: Annotated[
+        Path,
+        BeforeValidator(_reject_blank),
+        AfterValidator(_resolve_path),
+        AfterValidator(_follow_links),
+    ]
     polling: bool = False
 
     @model_validator(mode="before")

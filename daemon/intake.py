@@ -87,7 +87,9 @@ class Intake:
             if _is_real_directory(path):
                 for found in scan_inbox(path, self._filter):
                     self._tracker.note(found)
-            else:
+            elif path not in self._inboxes:
+                # An inbox root that is no folder now (deleted, swapped for a link) is the
+                # watcher's health check's business: moving it away would lose the inbox.
                 self._tracker.note(path)
 
     def _examine(self, item: StablePath) -> Arrival | int:

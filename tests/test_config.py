@@ -359,6 +359,17 @@ def test_an_inbox_listed_twice_is_rejected(tmp_path: Path) -> None:
     )
 
 
+def test_an_inbox_given_as_a_symlink_is_resolved_to_its_folder(tmp_path: Path) -> None:
+    card = tmp_path / "mnt" / "card"
+    card.mkdir(parents=True)
+    (tmp_path / "inbox").symlink_to(card, target_is_directory=True)
+
+    config = load_config(write_config(tmp_path, minimal_config()))
+
+    assert config.paths.inbox[0].path == card
+    assert config.paths.review == tmp_path / "review"  # outputs keep the path as written
+
+
 def test_uncertain_may_nest_in_review_and_be_set_explicitly(tmp_path: Path) -> None:
     data = minimal_config()
     data["paths"] |= {"uncertain": "review/maybe", "duplicates": "dupes"}

@@ -487,6 +487,31 @@ def test_same_name_different_content_are_both_kept(tmp_path: Path, tiny_model_di
     assert check_invariant(station, {sha256_hex(first), sha256_hex(second)}) == []
 
 
+def test_inbox_configured_as_a_symlink_is_watched_through_it(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    # Stations point the inbox at a card reader's or an FTP account's folder with a symlink.
+    # The link itself must never be taken for a (symlinked) arrival and quarantined.
+    card = tmp_path / "card-reader"
+    card.mkdir()
+    paths = {"inbox": "inbox-link", "review": "review", "archive": "archive"}
+    station = make_station(tmp_path / "station", tiny_model_dir, paths=paths | {"quarantine": "q"})
+    link = station.root / "inbox-link"
+    link.symlink_to(card, target_is_directory=True)
+    early, late = noise_jpeg(21), noise_jpeg(22)
+    write_file(card / "IMG_0001.JPG", early)  # found by the start-up scan
+    with daemon_thread(station):
+        wait_settled(station, images=1)
+        write_file(link / "IMG_0002.JPG", late)  # reported by the watcher
+        wait_settled(station, images=2)
+
+    assert link.is_symlink() and link.resolve() == card.resolve()
+    assert list(card.iterdir()) == []
+    assert not (station.root / "q").exists() or not any((station.root / "q").rglob("*"))
+    assert count(station, "rejects") == 0
+    assert check_invariant(station, {sha256_hex(early), sha256_hex(late)}) == []
+
+
 # --- 8: files the watcher never told us about ----------------------------------------------------
 
 

@@ -110,3 +110,17 @@ def test_slice_size_follows_the_setting(
     assert _settle(intake) == 5
     assert max(store.slices) == limit
     assert sum(store.slices) == 5
+
+
+def test_an_inbox_root_swapped_for_a_symlink_is_left_alone(tmp_path: Path) -> None:
+    intake, store, inbox, _ = _intake(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "IMG_0001.jpg").write_bytes(b"frame")
+    inbox.rmdir()
+    inbox.symlink_to(elsewhere, target_is_directory=True)
+
+    assert _settle(intake) == 0
+    assert store.slices == []
+    assert _rows(tmp_path / "tigerwatch.db", "SELECT count(*) FROM rejects") == [(0,)]
+    assert inbox.is_symlink()
