@@ -70,7 +70,7 @@ STOP_TIMEOUT_SECONDS = 60.0
 IDLE_PAUSE_SECONDS = 2.0  # lets the worker fall idle before the single-file drop
 SINGLE_FILE_TARGET_SECONDS = 3.0  # the bound, after the quiet period
 MAX_BATCH_SIZE = 256  # model.batch_size's upper bound in daemon.config
-MB = 1024 * 1024
+MIB = 1024 * 1024
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -813,9 +813,9 @@ def report_daemon(result: DaemonResult, settings: Settings) -> None:
     share = quiet / result.burst.seconds if result.burst.seconds > 0 else float("inf")
     after_quiet = result.single_file_seconds - quiet
     verdict = "yes" if after_quiet <= SINGLE_FILE_TARGET_SECONDS else "NO"
-    hwm = f"{result.vm_hwm_bytes / MB:.0f} MB" if result.vm_hwm_bytes is not None else "n/a"
+    hwm = f"{result.vm_hwm_bytes / MIB:.0f} MiB" if result.vm_hwm_bytes is not None else "n/a"
     if result.children_vm_hwm_bytes:
-        hwm += f" + children's {result.children_vm_hwm_bytes / MB:.0f} MB"
+        hwm += f" + children's {result.children_vm_hwm_bytes / MIB:.0f} MiB"
     say(f"  start to READY=1:      {result.ready_seconds:.1f} s")
     say(
         f"  burst:                 {result.burst.images} files in {result.burst.seconds:.1f} s "
@@ -836,7 +836,8 @@ def report_daemon(result: DaemonResult, settings: Settings) -> None:
         f"{verdict})"
     )
     say(
-        f"  peak RSS:              {result.peak_rss_bytes / MB:.0f} MB (psutil, process + "
+        f"  peak RSS:              {result.peak_rss_bytes / MIB:.0f} MiB = "
+        f"{result.peak_rss_bytes / 1e9:.3f} GB (psutil, process + "
         f"children, every {RSS_POLL_SECONDS * 1000:.0f} ms); VmHWM at the end {hwm}"
     )
     say(f"  outcomes:              {result.decisions}")
@@ -845,7 +846,7 @@ def report_daemon(result: DaemonResult, settings: Settings) -> None:
 def describe_inputs(
     files: Sequence[BenchFile], frames: int, samples: int, left_out: Sequence[Path]
 ) -> None:
-    total_mb = sum(file.path.stat().st_size for file in files) / MB
+    total_mb = sum(file.path.stat().st_size for file in files) / 1e6
     say(
         f"inputs: {frames} synthetic frames + {samples} real samples = {len(files)} files, "
         f"{total_mb:.0f} MB"
@@ -952,7 +953,7 @@ def summary_line(notebook: Rate, daemon: DaemonResult, classifier: Rate, setting
     return (
         f"SUMMARY a_notebook={notebook.per_second:.2f}img/s b_daemon={b:.2f}img/s "
         f"c_classifier={classifier.per_second:.2f}img/s b/a={b / notebook.per_second:.2f} "
-        f"b/c={b / classifier.per_second:.2f} peak_rss={daemon.peak_rss_bytes / MB:.0f}MB "
+        f"b/c={b / classifier.per_second:.2f} peak_rss={daemon.peak_rss_bytes / MIB:.0f}MiB "
         f"ready={daemon.ready_seconds:.1f}s "
         f"single_after_quiet={daemon.single_file_seconds - settings.quiet_seconds:.2f}s "
         f"quiet={settings.quiet_seconds:g}s precision={settings.precision} "
