@@ -55,9 +55,13 @@ class Router:
         self._store = store
         self._paths = paths
         self._ownership = ownership or Ownership()
+        # Quarantine notes that could not be written (full disk), by quarantined file: the
+        # reason is in the database either way, but staff read it beside the file.
+        self._notes_owed: dict[Path, PendingMove] = {}
 
     def route_pending(self) -> RouteSummary:
         """Settle or perform every recorded move; stops at the first unavailable destination."""
+        self._retry_owed_notes()
         moves = self._store.pending_moves()
         if not moves:
             return RouteSummary(0, 0)
@@ -156,6 +160,7 @@ class Router:
     def _write_reason(self, move: PendingMove, destination: Path) -> None:
         sidecar = destination.with_name(destination.name + ".txt")
         if sidecar.exists():  # written before a crash: the move is being settled again
+            self._notes_owed.pop(destination, None)
             return
         text = (
             f"file: {printable(move.source_path)}\n"  # the name may not be valid UTF-8
@@ -166,7 +171,21 @@ class Router:
             sidecar = write_sidecar(destination, text)
             self._ownership.apply(sidecar, up_to=sidecar.parent)
         except OSError as err:
-            logger.error("%s: could not write the quarantine note: %s", destination, err)
+            if destination not in self._notes_owed:  # once, not on every retry
+                logger.error(
+                    "%s: could not write the quarantine note, will retry: %s", destination, err
+                )
+            self._notes_owed[destination] = move
+            return
+        if self._notes_owed.pop(destination, None) is not None:
+            logger.info("%s: quarantine note written on a later try", destination)
+
+    def _retry_owed_notes(self) -> None:
+        for destination, move in list(self._notes_owed.items()):
+            if not os.path.lexists(destination):  # staff dealt with the file meanwhile
+                del self._notes_owed[destination]
+                continue
+            self._write_reason(move, destination)
 
 
 class RoutingLoop:
