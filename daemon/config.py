@@ -88,12 +88,13 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 
 def _follow_links(value: Path) -> Path:
-    """The real folder behind any symlinks in an inbox path.
+    """The real folder behind an inbox that is itself a symlink; other paths stay as written.
 
     The daemon never follows a symlink it finds inside an inbox, so an inbox given as a link
-    (to a card reader's mount, an FTP account's folder) is resolved once, here.
+    (to a card reader's mount, an FTP account's folder) is resolved once, here. Links in parent
+    folders are left alone: rows recorded under that spelling must keep matching their files.
     """
-    return Path(os.path.realpath(value))
+    return Path(os.path.realpath(value)) if value.is_symlink() else value
 
 
 def _lower(value: object) -> object:

@@ -366,8 +366,21 @@ def test_an_inbox_given_as_a_symlink_is_resolved_to_its_folder(tmp_path: Path) -
 
     config = load_config(write_config(tmp_path, minimal_config()))
 
-    assert config.paths.inbox[0].path == card
+    assert config.paths.inbox[0].path == card.resolve()
     assert config.paths.review == tmp_path / "review"  # outputs keep the path as written
+
+
+def test_links_above_an_inbox_are_kept_as_written(tmp_path: Path) -> None:
+    # Rows already recorded under that spelling must keep matching their files.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "real" / "inbox").mkdir()
+    data = minimal_config()
+    data["paths"]["inbox"] = "via/inbox"
+
+    config = load_config(write_config(tmp_path, data))
+
+    assert config.paths.inbox[0].path == tmp_path / "via" / "inbox"
 
 
 def test_uncertain_may_nest_in_review_and_be_set_explicitly(tmp_path: Path) -> None:
