@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 
 from daemon.config import Config, load_config
@@ -101,6 +102,27 @@ def daemon_thread(station: Station) -> Iterator[threading.Event]:
         thread.join(timeout=60)
         assert not thread.is_alive(), "daemon thread did not stop within 60 s"
         assert result == [0], f"daemon exited with {result}"
+
+
+@contextmanager
+def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (mount's syntax, e.g. "2m") at `mount_point`; skips without root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount_point.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs at {mount_point}: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def start_daemon_process(station: Station, log_path: Path) -> subprocess.Popen[bytes]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 from daemon.database import create_db_engine, upgrade_database
 from daemon.router import Router
 from daemon.store import Store
-from tests.daemon_support import make_station
+from tests.daemon_support import make_station, mounted_tmpfs
 
 PAGE = 4096  # tmpfs counts space in pages
 
@@ -22,23 +20,8 @@ PAGE = 4096  # tmpfs counts space in pages
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs, another filesystem than the inbox's."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount_point = tmp_path / "quarantine"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs at {mount_point}: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "quarantine", "256k") as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def fill_leaving_one_page(disk: Path) -> list[Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from tests.daemon_support import (
     daemon_thread,
     images_done,
     make_station,
+    mounted_tmpfs,
     query,
     settled,
     sha256_of,
@@ -40,23 +40,8 @@ RETRY_SECONDS = 0.5
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs: another filesystem than tmp_path, so every move is a verified copy."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount_point = tmp_path / "station" / "out"
-    mount_point.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs at {mount_point}: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "station" / "out", DISK_SIZE) as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def fill(disk: Path) -> Path:
