@@ -192,12 +192,7 @@ class Label(_Section):
 class Inbox(_Section):
     """A folder to watch; `polling` scans it instead of relying on inotify (network mounts)."""
 
-    path: Annotated[
-        Path,
-        BeforeValidator(_reject_blank),
-        AfterValidator(_resolve_path),
-        AfterValidator(_follow_links),
-    ]
+    path: Annotated[FolderPath, AfterValidator(_follow_links)]
     polling: bool = False
 
     @model_validator(mode="before")
