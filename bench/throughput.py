@@ -622,7 +622,7 @@ def tree_cpu_seconds(pid: int) -> dict[int, float]:
     seconds: dict[int, float] = {}
     with contextlib.suppress(psutil.Error):
         root = psutil.Process(pid)
-        for member in [root, *root.children(recursive=True)]:
+        for member in [root, *child_processes(pid)]:
             with contextlib.suppress(psutil.Error):
                 times = member.cpu_times()
                 seconds[member.pid] = times.user + times.system
