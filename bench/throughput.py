@@ -44,9 +44,9 @@ from PIL import ExifTags, Image, ImageDraw, ImageFont
 from transformers import CLIPModel, CLIPProcessor
 from transformers.utils import logging as transformers_logging
 
-from daemon.classifier import PRECISIONS, ClipClassifier, Precision
+from daemon.classify.classifier import PRECISIONS, ClipClassifier, Precision
 from daemon.config import DEFAULT_LABELS
-from daemon.imaging import ImageError, decode_image
+from daemon.decode.imaging import ImageError, decode_image
 from scripts.make_test_model import build_test_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

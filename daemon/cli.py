@@ -110,9 +110,9 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from daemon.classifier import ClipClassifier, ModelLoadError
-    from daemon.classify_output import print_json, print_text, write_plots
-    from daemon.oneshot import classify_files
+    from daemon.classify.classifier import ClipClassifier, ModelLoadError
+    from daemon.classify.oneshot import classify_files
+    from daemon.classify.output import print_json, print_text, write_plots
 
     config = _load(args)
     if args.plot is not None and args.plot.suffix.lower() == ".png" and len(args.images) > 1:
@@ -144,7 +144,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from daemon.database import DatabaseError, upgrade_database
+    from daemon.storage.database import DatabaseError, upgrade_database
 
     config = _load(args)
     try:
@@ -163,9 +163,9 @@ def _run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
 
-    from daemon.classifier import ModelLoadError
-    from daemon.database import DatabaseError
+    from daemon.classify.classifier import ModelLoadError
     from daemon.service import run_daemon
+    from daemon.storage.database import DatabaseError
 
     config = _load(args)
     try:
@@ -179,9 +179,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from daemon.database import DatabaseError
     from daemon.status import format_status, gather_status
-    from daemon.store import Store
+    from daemon.storage.database import DatabaseError
+    from daemon.storage.store import Store
 
     config = _load(args)
     try:
@@ -201,7 +201,12 @@ def _open_migrated_database(url: str) -> Engine:
     """An engine on an existing database at head; DatabaseError (naming it) otherwise."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from daemon.database import DatabaseError, create_db_engine, current_revision, head_revision
+    from daemon.storage.database import (
+        DatabaseError,
+        create_db_engine,
+        current_revision,
+        head_revision,
+    )
 
     shown = make_url(url).render_as_string(hide_password=True)
     # Connecting would create an empty SQLite file (and its folder): look before connecting.
@@ -236,7 +241,7 @@ def _missing_sqlite_file(url: str) -> Path | None:
 
 
 def _download_model(args: argparse.Namespace) -> int:
-    from daemon.classifier import ModelLoadError, download_model
+    from daemon.classify.classifier import ModelLoadError, download_model
 
     configure_logging("INFO")
     try:

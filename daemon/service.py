@@ -13,18 +13,18 @@ from types import FrameType
 
 import torch
 
-from daemon.classifier import ClipClassifier
+from daemon.classify.classifier import ClipClassifier
 from daemon.config import Config
-from daemon.database import create_db_engine, upgrade_database
-from daemon.decodepool import DecoderPool
-from daemon.intake import Intake
-from daemon.names import NameFilter
+from daemon.decode.pool import DecoderPool
+from daemon.delivery.permissions import Ownership
+from daemon.delivery.router import Router, RoutingLoop
+from daemon.intake.arrivals import Intake
+from daemon.intake.names import NameFilter
+from daemon.intake.stability import StabilityTracker
+from daemon.intake.watcher import InboxWatcher, WatchedInbox
 from daemon.notify import SystemdNotifier
-from daemon.permissions import Ownership
-from daemon.router import Router, RoutingLoop
-from daemon.stability import StabilityTracker
-from daemon.store import Store
-from daemon.watcher import InboxWatcher, WatchedInbox
+from daemon.storage.database import create_db_engine, upgrade_database
+from daemon.storage.store import Store
 from daemon.worker import Worker
 
 logger = logging.getLogger(__name__)

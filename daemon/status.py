@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from daemon.schema import utcnow
-from daemon.store import Store
+from daemon.storage.schema import utcnow
+from daemon.storage.store import Store
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 from sqlalchemy.exc import OperationalError
 
-from daemon.classifier import ClipClassifier
+from daemon.classify.classifier import ClipClassifier
 from daemon.config import Config
-from daemon.decision import decide
-from daemon.decodepool import DecodeJob, DecodeOutcome, DecoderPool, DecoderPoolError
-from daemon.router import RoutingLoop
-from daemon.routing import destination_for
-from daemon.store import ClassifiedImage, ModelInfo, QueuedImage, Store
+from daemon.decode.pool import DecodeJob, DecodeOutcome, DecoderPool, DecoderPoolError
+from daemon.delivery.destinations import destination_for
+from daemon.delivery.router import RoutingLoop
+from daemon.outcomes import decide
+from daemon.storage.store import ClassifiedImage, ModelInfo, QueuedImage, Store
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection, TypeDecorator
 
-from daemon import database, schema
+from daemon.storage import database, schema
 
 config = context.config
 target_metadata = schema.Base.metadata

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from daemon.decodepool import DecodeJob, DecodeOutcome, decode_job
+from daemon.decode.pool import DecodeJob, DecodeOutcome, decode_job
 
 
 def poisoned_decode(job: DecodeJob) -> DecodeOutcome:

@@ -1,4 +1,4 @@
-"""Tests for daemon.classifier against a real (tiny, random) CLIP saved to disk."""
+"""Tests for daemon.classify.classifier against a real (tiny, random) CLIP saved to disk."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from safetensors import safe_open
 from transformers import CLIPModel, CLIPProcessor
 from transformers.activations import QuickGELUActivation
 
-from daemon.classifier import (
+from daemon.classify.classifier import (
     Classification,
     ClipClassifier,
     InPlaceQuickGELU,

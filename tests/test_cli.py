@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from daemon.cli import main
-from daemon.database import head_revision
+from daemon.storage.database import head_revision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO_ROOT / "config.example.yaml"

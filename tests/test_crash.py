@@ -22,12 +22,12 @@ import pytest
 from PIL import Image
 
 from daemon.config import Config
-from daemon.database import create_db_engine, upgrade_database
-from daemon.decision import Decision
-from daemon.fileops import PARTIAL_PREFIX, safe_filename
-from daemon.router import Router
-from daemon.routing import dated_folder
-from daemon.store import Arrival, ClassifiedImage, ModelInfo, PendingMove, Store
+from daemon.delivery.destinations import dated_folder
+from daemon.delivery.fileops import PARTIAL_PREFIX, safe_filename
+from daemon.delivery.router import Router
+from daemon.outcomes import Decision
+from daemon.storage.database import create_db_engine, upgrade_database
+from daemon.storage.store import Arrival, ClassifiedImage, ModelInfo, PendingMove, Store
 from tests.daemon_support import (
     REPO_ROOT,
     Station,

@@ -27,12 +27,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import daemon.decodepool
-import daemon.router
-import daemon.watcher
+import daemon.decode.pool
+import daemon.delivery.router
+import daemon.intake.watcher
 import daemon.worker
-from daemon.fileops import move_durably
-from daemon.store import QueuedImage
+from daemon.delivery.fileops import move_durably
+from daemon.storage.store import QueuedImage
 from tests.daemon_support import (
     REPO_ROOT,
     Station,
@@ -531,7 +531,7 @@ def test_rescan_finds_files_the_watcher_never_reported(
         watch={**FAST_WATCH, "rescan_interval_seconds": interval},
     )
     # A deaf watcher: no observer is ever started, so no event is ever delivered.
-    monkeypatch.setattr(daemon.watcher.InboxWatcher, "start", lambda self: None)
+    monkeypatch.setattr(daemon.intake.watcher.InboxWatcher, "start", lambda self: None)
     early = write_file(station.inbox / "before-start.jpg", noise_jpeg(10))
     early_sha = sha256_of(early)
     late_data = noise_jpeg(11)
@@ -662,7 +662,7 @@ def decode_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecodeGate]:
 
     def held_submit(
         self: daemon.worker.Worker, item: QueuedImage
-    ) -> Future[daemon.decodepool.DecodeOutcome]:
+    ) -> Future[daemon.decode.pool.DecodeOutcome]:
         gate.hold(item)  # the worker thread waits: nothing is read until release
         return original_submit(self, item)
 
@@ -731,7 +731,7 @@ def test_classified_content_that_vanished_is_filed_when_it_arrives_again(
             source.unlink()  # someone takes the file away just before the router moves it
         original_move(source, destination)
 
-    monkeypatch.setattr(daemon.router, "move_durably", taken_away_first)
+    monkeypatch.setattr(daemon.delivery.router, "move_durably", taken_away_first)
     with daemon_thread(station):
         write_file(first, data)
         wait_until(lambda: row_done(station, first), "the first copy's outcome")

@@ -1,4 +1,4 @@
-"""Tests for daemon.database and daemon.schema on real SQLite files."""
+"""Tests for daemon.storage.database and daemon.storage.schema on real SQLite files."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, exc, inspect, select, text
 from sqlalchemy.orm import Session
 
-from daemon import database
-from daemon.database import (
+from daemon.storage import database
+from daemon.storage.database import (
     DatabaseError,
     create_db_engine,
     current_revision,
@@ -26,7 +26,7 @@ from daemon.database import (
     session_factory,
     upgrade_database,
 )
-from daemon.schema import (
+from daemon.storage.schema import (
     IMAGE_LATEST_VIEW,
     IMAGE_LATEST_VIEW_SQL,
     Base,

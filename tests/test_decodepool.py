@@ -1,4 +1,4 @@
-"""Tests for daemon.decodepool: real decoder processes, poison images, timeouts and shutdown."""
+"""Tests for daemon.decode.pool: real decoder processes, poison images, timeouts and shutdown."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.decodepool import (
+from daemon.decode.imaging import DEFAULT_FORMATS, decode_image
+from daemon.decode.pool import (
     GONE_CHANGED,
     GONE_MISSING,
     DecodeJob,
@@ -28,8 +29,7 @@ from daemon.decodepool import (
     DecoderPoolError,
     decode_job,
 )
-from daemon.imaging import DEFAULT_FORMATS, decode_image
-from daemon.preprocess import PreprocessSpec, to_pixels
+from daemon.decode.preprocess import PreprocessSpec, to_pixels
 
 SPEC = PreprocessSpec(
     size=224,
@@ -41,7 +41,13 @@ SPEC = PreprocessSpec(
 )
 RESULT_WAIT = 20.0  # generous: a 2-core box may be busy; a hang shows up as a test failure
 HANG_TIMEOUT = 1.0
-HEAVY_MODULES = ("torch", "transformers", "sqlalchemy", "daemon.classifier", "daemon.worker")
+HEAVY_MODULES = (
+    "torch",
+    "transformers",
+    "sqlalchemy",
+    "daemon.classify.classifier",
+    "daemon.worker",
+)
 
 
 # --- job functions run in the child (top level, so they pickle by reference) ----------------------
@@ -61,7 +67,7 @@ def poison_job(job: DecodeJob) -> DecodeOutcome:
     if name.startswith("interrupt"):
         os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C meant for the daemon reaches the group
     if name.startswith("log"):
-        logging.getLogger("daemon.imaging").warning("%s: corrupt EXIF ignored", job.path)
+        logging.getLogger("daemon.decode.imaging").warning("%s: corrupt EXIF ignored", job.path)
     if name.startswith("unsendable"):
         return DecodeOutcome(camera_make=threading.Lock())  # type: ignore[arg-type]
     if name.startswith("pid"):
@@ -260,7 +266,7 @@ def test_child_log_lines_reach_the_parent_log(
         outcome = result(shared_pool.submit(job_for(logged)))
     assert outcome.pixels is not None
     assert (
-        "daemon.imaging",
+        "daemon.decode.imaging",
         logging.WARNING,
         f"{logged}: corrupt EXIF ignored",
     ) in caplog.record_tuples
@@ -284,7 +290,13 @@ def test_the_child_imports_no_model_code(tmp_path: Path) -> None:
         outcome = result(pool.submit(marker(tmp_path, "any.jpg")))
     assert outcome.error is not None
     modules = set(outcome.error.split())
-    assert {"daemon.decodepool", "daemon.imaging", "daemon.preprocess", "PIL", "numpy"} <= modules
+    assert {
+        "daemon.decode.pool",
+        "daemon.decode.imaging",
+        "daemon.decode.preprocess",
+        "PIL",
+        "numpy",
+    } <= modules
     assert not modules & set(HEAVY_MODULES)
 
 

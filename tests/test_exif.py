@@ -1,4 +1,4 @@
-"""Tests for daemon.exif: real cameras' quirks and corrupt EXIF that must never raise."""
+"""Tests for daemon.decode.exif: real cameras' quirks and corrupt EXIF that must never raise."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon.exif import (
+from daemon.decode.exif import (
     EMPTY_METADATA,
     CameraMetadata,
     clean_text,
@@ -265,7 +265,7 @@ def test_corrupt_exif_gives_empty_metadata(payload: bytes) -> None:
 
 def test_corrupt_exif_logs_a_warning_naming_the_file(caplog: pytest.LogCaptureFixture) -> None:
     image = jpeg_with_exif(b"Exif\x00\x00\x13\x37 not a TIFF header")
-    with caplog.at_level("WARNING", logger="daemon.exif"):
+    with caplog.at_level("WARNING", logger="daemon.decode.exif"):
         assert read_metadata(image, name="inbox/cam3/IMG_0042.JPG") == EMPTY_METADATA
     assert "inbox/cam3/IMG_0042.JPG" in caplog.text
 

@@ -1,4 +1,4 @@
-"""Tests for daemon.fileops: safe names, durable moves, crash recovery and sidecars."""
+"""Tests for daemon.delivery.fileops: safe names, durable moves, crash recovery and sidecars."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from daemon import fileops
-from daemon.fileops import (
+from daemon.delivery import fileops
+from daemon.delivery.fileops import (
     PARTIAL_PREFIX,
     SettleOutcome,
     fsync_directory,
@@ -691,7 +691,7 @@ def test_settle_keeps_partial_when_source_and_destination_are_gone(
 CRASH_AFTER_TEMP_WRITTEN = """
 import errno, os, sys
 from pathlib import Path
-from daemon import fileops
+from daemon.delivery import fileops
 
 source, destination = Path(sys.argv[1]), Path(sys.argv[2])
 real_link = os.link

@@ -1,4 +1,4 @@
-"""Tests for daemon.imaging: every sample and every malformed file ends in RGB or a typed error."""
+"""Tests for daemon.decode.imaging: every sample and malformed file ends in RGB or a typed error."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageFile, ImageStat
 
-from daemon.exif import EMPTY_METADATA
-from daemon.imaging import (
+from daemon.decode.exif import EMPTY_METADATA
+from daemon.decode.imaging import (
     DEFAULT_FORMATS,
     CorruptImageError,
     DecodedImage,

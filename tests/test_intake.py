@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from daemon import intake as intake_module
-from daemon.database import create_db_engine, upgrade_database
-from daemon.intake import Intake
-from daemon.names import NameFilter
-from daemon.stability import StabilityTracker
-from daemon.store import Arrival, ArrivalOutcome, Store
+from daemon.intake import arrivals as intake_module
+from daemon.intake.arrivals import Intake
+from daemon.intake.names import NameFilter
+from daemon.intake.stability import StabilityTracker
+from daemon.storage.database import create_db_engine, upgrade_database
+from daemon.storage.store import Arrival, ArrivalOutcome, Store
 
 
 class CountingStore(Store):

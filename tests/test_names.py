@@ -1,4 +1,4 @@
-"""Tests for daemon.names: temp and junk names are ignored, extensions match case-insensitively."""
+"""Tests for daemon.intake.names: temp and junk names are ignored, extensions match any case."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.names import BUILTIN_IGNORE_PATTERNS, NameFilter
+from daemon.intake.names import BUILTIN_IGNORE_PATTERNS, NameFilter
 
 # Every temp or junk name listed in FIELD-NOTES, written the way the tools write them.
 TEMP_AND_JUNK_NAMES = [

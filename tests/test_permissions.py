@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ConfigError, parse_config
-from daemon.permissions import Ownership
+from daemon.delivery.permissions import Ownership
 
 
 def _mode(path: Path) -> int:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import daemon.service
-from daemon.decodepool import DecoderPool
+from daemon.decode.pool import DecoderPool
 from tests.daemon_support import (
     check_invariant,
     daemon_thread,

@@ -1,4 +1,4 @@
-"""Tests for daemon.preprocess: the same pixel values as transformers' CLIP image processor."""
+"""Tests for daemon.decode.preprocess: the same pixels as transformers' CLIP image processor."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from transformers import CLIPProcessor
 
-from daemon.imaging import ImageError, decode_image
-from daemon.preprocess import PreprocessSpec, spec_from_processor, to_pixels
+from daemon.decode.imaging import ImageError, decode_image
+from daemon.decode.preprocess import PreprocessSpec, spec_from_processor, to_pixels
 
 SIZES = [
     (224, 224),

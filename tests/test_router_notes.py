@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.database import create_db_engine, upgrade_database
-from daemon.router import Router
-from daemon.store import Store
+from daemon.delivery.router import Router
+from daemon.storage.database import create_db_engine, upgrade_database
+from daemon.storage.store import Store
 from tests.daemon_support import make_station, mounted_tmpfs
 
 PAGE = 4096  # tmpfs counts space in pages
@@ -56,7 +56,7 @@ def test_a_note_that_did_not_fit_is_written_when_space_returns(
     store.record_reject(str(source), "cannot be read: Input/output error")
     fillers = fill_leaving_one_page(tiny_disk)
 
-    with caplog.at_level(logging.INFO, logger="daemon.router"):
+    with caplog.at_level(logging.INFO, logger="daemon.delivery.router"):
         assert router.route_pending().moved == 1
         (moved,) = tiny_disk.rglob("IMG_0007.JPG")
         note = moved.with_name(moved.name + ".txt")

@@ -1,4 +1,4 @@
-"""Tests for daemon.scanner: which paths a full inbox walk yields, on real folders."""
+"""Tests for daemon.intake.scanner: which paths a full inbox walk yields, on real folders."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.names import NameFilter
-from daemon.scanner import scan_inbox
+from daemon.intake.names import NameFilter
+from daemon.intake.scanner import scan_inbox
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_unreadable_folder_is_logged_and_skipped(
     touch(locked / "IMG_0001.JPG")
     locked.chmod(0)
     try:
-        with caplog.at_level(logging.WARNING, logger="daemon.scanner"):
+        with caplog.at_level(logging.WARNING, logger="daemon.intake.scanner"):
             found = list(scan_inbox(inbox, name_filter))
     finally:
         locked.chmod(0o755)
@@ -137,7 +137,7 @@ def test_folder_that_fails_to_open_is_logged_and_skipped(
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir_denying_locked)
-    with caplog.at_level(logging.WARNING, logger="daemon.scanner"):
+    with caplog.at_level(logging.WARNING, logger="daemon.intake.scanner"):
         found = list(scan_inbox(inbox, name_filter))
 
     assert found == [kept]
@@ -148,6 +148,6 @@ def test_missing_inbox_yields_nothing_and_warns(
     tmp_path: Path, name_filter: NameFilter, caplog: pytest.LogCaptureFixture
 ) -> None:
     missing = tmp_path / "not_mounted"
-    with caplog.at_level(logging.WARNING, logger="daemon.scanner"):
+    with caplog.at_level(logging.WARNING, logger="daemon.intake.scanner"):
         assert list(scan_inbox(missing, name_filter)) == []
     assert str(missing) in caplog.text

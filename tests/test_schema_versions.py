@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import database
-from daemon.database import DatabaseError, upgrade_database
+from daemon.storage import database
+from daemon.storage.database import DatabaseError, upgrade_database
 
 NEXT_REVISION = '''"""A later schema change, for the backup test."""
 

@@ -1,4 +1,4 @@
-"""Tests for daemon.stability: when a hinted path counts as quiet, with an injected clock."""
+"""Tests for daemon.intake.stability: when a hinted path counts as quiet, with an injected clock."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.stability import FileSignature, Readiness, StabilityTracker, StablePath
+from daemon.intake.stability import FileSignature, Readiness, StabilityTracker, StablePath
 
 QUIET = 5.0
 
@@ -272,7 +272,7 @@ def test_lstat_error_keeps_path_pending_and_warns_once(
 
     tracker.note(image)
     monkeypatch.setattr(os, "lstat", failing_lstat)
-    with caplog.at_level(logging.WARNING, logger="daemon.stability"):
+    with caplog.at_level(logging.WARNING, logger="daemon.intake.stability"):
         for _ in range(3):
             assert tracker.take_stable() == []
             clock.advance(QUIET)

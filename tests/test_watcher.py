@@ -1,4 +1,4 @@
-"""Tests for daemon.watcher: real watchdog observers on real folders, waiting by polling."""
+"""Tests for daemon.intake.watcher: real watchdog observers on real folders, waiting by polling."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from watchdog.observers import Observer
 
-import daemon.watcher as watcher_module
-from daemon.names import NameFilter
-from daemon.watcher import InboxWatcher, WatchedInbox
+import daemon.intake.watcher as watcher_module
+from daemon.intake.names import NameFilter
+from daemon.intake.watcher import InboxWatcher, WatchedInbox
 
 TIMEOUT = 10.0
 POLL = 0.1

@@ -17,7 +17,7 @@ down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Frozen copy of daemon.schema.IMAGE_LATEST_VIEW_SQL as of this revision (a test compares them).
+# Frozen copy of daemon.storage.schema.IMAGE_LATEST_VIEW_SQL as of this revision (a test compares them).
 IMAGE_LATEST_VIEW_SQL = """\
 CREATE VIEW image_latest AS
 SELECT

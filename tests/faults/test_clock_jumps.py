@@ -25,7 +25,7 @@ from time import struct_time
 
 import pytest
 
-import daemon.watcher
+import daemon.intake.watcher
 from tests.daemon_support import (
     REPO_ROOT,
     Station,
@@ -55,7 +55,7 @@ DAY = 86_400.0
 # its name stays here so that bringing it back is caught.
 CLOCK_USERS = ("daemon", "apscheduler")
 # The only places allowed to read the wall clock: timestamps, never timers.
-WALL_CLOCK_READERS_ALLOWED = {"daemon.schema.utcnow"}
+WALL_CLOCK_READERS_ALLOWED = {"daemon.storage.schema.utcnow"}
 
 _REAL_TIME = time
 _REAL_DATETIME = dt.datetime
@@ -303,7 +303,7 @@ def test_rescans_go_on_after_the_wall_clock_jumps(
         },
     )
     # A deaf watcher: no observer is ever started, so only the periodic rescan finds files.
-    monkeypatch.setattr(daemon.watcher.InboxWatcher, "start", lambda self: None)
+    monkeypatch.setattr(daemon.intake.watcher.InboxWatcher, "start", lambda self: None)
     warm_data = noise_jpeg(9)
     contents = {sha256_hex(warm_data)}
     found_after: dict[str, float] = {}
@@ -381,15 +381,16 @@ class WallClockCalls(ast.NodeVisitor):
 def test_daemon_code_reads_the_wall_clock_only_for_timestamps() -> None:
     readers: set[str] = set()
     monotonic_users: set[str] = set()
-    for path in sorted((REPO_ROOT / "daemon").glob("*.py")):
+    for path in sorted((REPO_ROOT / "daemon").rglob("*.py")):
         source = path.read_text(encoding="utf-8")
-        visitor = WallClockCalls(f"daemon.{path.stem}")
+        module = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+        visitor = WallClockCalls(module)
         visitor.visit(ast.parse(source))
         readers |= visitor.found
         if "time.monotonic" in source:
             monotonic_users.add(path.stem)
     report(
-        "clock jumps (d): static check of daemon/*.py",
+        "clock jumps (d): static check of daemon/**/*.py",
         {
             "wall-clock reads found in": sorted(readers),
             "allowed (timestamps only)": sorted(WALL_CLOCK_READERS_ALLOWED),

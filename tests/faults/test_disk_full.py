@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.fileops import PARTIAL_PREFIX
+from daemon.delivery.fileops import PARTIAL_PREFIX
 from tests.daemon_support import (
     Station,
     check_invariant,
@@ -77,7 +77,7 @@ def full_disk_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         record.getMessage()
         for record in list(caplog.records)
-        if record.name == "daemon.router"
+        if record.name == "daemon.delivery.router"
         and record.levelno >= logging.ERROR
         and "No space left on device" in record.getMessage()
     ]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon.classifier import ClipClassifier
+from daemon.classify.classifier import ClipClassifier
 from tests.daemon_support import (
     Station,
     check_invariant,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import daemon.intake
-import daemon.watcher
+import daemon.intake.arrivals
+import daemon.intake.watcher
 from tests.daemon_support import (
     Station,
     check_invariant,
@@ -43,14 +43,14 @@ class RescanLog:
 def record_rescans(station: Station, monkeypatch: pytest.MonkeyPatch) -> RescanLog:
     """Wrap Intake.rescan (the start-up scan and the scheduled ones) to note when each runs."""
     log = RescanLog()
-    original = daemon.intake.Intake.rescan
+    original = daemon.intake.arrivals.Intake.rescan
 
-    def noted(self: daemon.intake.Intake) -> None:
+    def noted(self: daemon.intake.arrivals.Intake) -> None:
         log.rows_before.append(_image_rows(station))
         log.times.append(time.monotonic())
         original(self)
 
-    monkeypatch.setattr(daemon.intake.Intake, "rescan", noted)
+    monkeypatch.setattr(daemon.intake.arrivals.Intake, "rescan", noted)
     return log
 
 
@@ -100,7 +100,7 @@ def test_files_created_while_no_events_arrive_are_done_within_one_rescan_interva
 ) -> None:
     station = deaf_station(tmp_path, tiny_model_dir)
     # A deaf watcher: no observer is ever started, so no event is ever delivered.
-    monkeypatch.setattr(daemon.watcher.InboxWatcher, "start", lambda self: None)
+    monkeypatch.setattr(daemon.intake.watcher.InboxWatcher, "start", lambda self: None)
     rescans = record_rescans(station, monkeypatch)
     # Found by the start-up scan: once it is done, that scan's walk of the inbox is over and
     # cannot pick up the files created below.

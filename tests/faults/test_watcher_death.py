@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from watchdog.events import FileSystemEvent
 
-import daemon.intake
-import daemon.watcher
+import daemon.intake.arrivals
+import daemon.intake.watcher
 from tests.daemon_support import Station, check_invariant, daemon_thread, make_station, settled
 from tests.faults.fault_kit import (
     has_row,
@@ -139,15 +139,15 @@ def test_exception_in_the_hint_callback_does_not_kill_the_observer(
     refusing = threading.Event()
     refusing.set()
     raised: list[float] = []
-    original_hint = daemon.intake.Intake.hint
+    original_hint = daemon.intake.arrivals.Intake.hint
 
-    def refusing_hint(self: daemon.intake.Intake, path: Path) -> None:
+    def refusing_hint(self: daemon.intake.arrivals.Intake, path: Path) -> None:
         if refusing.is_set() and path.name == "refused.jpg":
             raised.append(time.monotonic())
             raise RuntimeError(f"injected fault while hinting {path}")
         original_hint(self, path)
 
-    monkeypatch.setattr(daemon.intake.Intake, "hint", refusing_hint)
+    monkeypatch.setattr(daemon.intake.arrivals.Intake, "hint", refusing_hint)
     contents: set[str] = set()
     with daemon_thread(station):
         warm_up(station, daemon_log, contents)
@@ -190,15 +190,17 @@ def test_observer_killed_by_a_handler_exception_is_restarted(
     """An exception escaping a watchdog handler ends the observer thread (FIELD-NOTES): the
     health check must see it, watch again, and rescan for what the dead watch missed."""
     killed_at: list[float] = []
-    original_dispatch = daemon.watcher._HintHandler.dispatch
+    original_dispatch = daemon.intake.watcher._HintHandler.dispatch
 
-    def dispatch_once_fatally(self: daemon.watcher._HintHandler, event: FileSystemEvent) -> None:
+    def dispatch_once_fatally(
+        self: daemon.intake.watcher._HintHandler, event: FileSystemEvent
+    ) -> None:
         if not killed_at and Path(os.fsdecode(event.src_path)).name == "killer.jpg":
             killed_at.append(time.monotonic())
             raise RuntimeError("injected fault: exception escaping the watchdog handler")
         original_dispatch(self, event)
 
-    monkeypatch.setattr(daemon.watcher._HintHandler, "dispatch", dispatch_once_fatally)
+    monkeypatch.setattr(daemon.intake.watcher._HintHandler, "dispatch", dispatch_once_fatally)
     contents: set[str] = set()
     with daemon_thread(station):
         warm_up(station, daemon_log, contents)

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from daemon.classify.oneshot import FileOutcome
 from daemon.config import Config
-from daemon.oneshot import FileOutcome
 
 
 def print_text(outcomes: Sequence[FileOutcome]) -> None:
@@ -42,8 +42,8 @@ def _as_json(outcome: FileOutcome) -> dict[str, object]:
 
 
 def write_plots(outcomes: Sequence[FileOutcome], out: Path, config: Config) -> list[Path]:
-    from daemon.fileops import unique_destination
-    from daemon.plot import plot_probabilities
+    from daemon.classify.plot import plot_probabilities
+    from daemon.delivery.fileops import unique_destination
 
     targets = frozenset(label.text for label in config.labels if label.target)
     written: list[Path] = []

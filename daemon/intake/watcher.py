@@ -17,7 +17,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.names import NameFilter
+from daemon.intake.names import NameFilter
 
 logger = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from daemon.schema import utcnow
+from daemon.storage.schema import utcnow
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
 _ConnectHook = Callable[[DBAPIConnection, ConnectionPoolEntry], None]

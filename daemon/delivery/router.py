@@ -13,7 +13,8 @@ from pathlib import Path
 from sqlalchemy.exc import OperationalError
 
 from daemon.config import Paths
-from daemon.fileops import (
+from daemon.delivery.destinations import Destination, dated_folder, destination_root
+from daemon.delivery.fileops import (
     SettleOutcome,
     move_durably,
     safe_filename,
@@ -21,10 +22,9 @@ from daemon.fileops import (
     unique_destination,
     write_sidecar,
 )
-from daemon.permissions import Ownership
-from daemon.routing import Destination, dated_folder, destination_root
-from daemon.schema import printable
-from daemon.store import PendingMove, RowKind, Store
+from daemon.delivery.permissions import Ownership
+from daemon.storage.schema import printable
+from daemon.storage.store import PendingMove, RowKind, Store
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from enum import StrEnum
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.database import deferred, session_factory
-from daemon.decision import Decision
-from daemon.routing import Destination, destination_for
-from daemon.schema import (
+from daemon.delivery.destinations import Destination, destination_for
+from daemon.outcomes import Decision
+from daemon.storage.database import deferred, session_factory
+from daemon.storage.schema import (
     Classification,
     Duplicate,
     Image,

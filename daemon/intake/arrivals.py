@@ -13,11 +13,11 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
-from daemon.fileops import sha256_file
-from daemon.names import NameFilter
-from daemon.scanner import scan_inbox
-from daemon.stability import Readiness, StabilityTracker, StablePath
-from daemon.store import Arrival, ArrivalOutcome, Store
+from daemon.delivery.fileops import sha256_file
+from daemon.intake.names import NameFilter
+from daemon.intake.scanner import scan_inbox
+from daemon.intake.stability import Readiness, StabilityTracker, StablePath
+from daemon.storage.store import Arrival, ArrivalOutcome, Store
 
 logger = logging.getLogger(__name__)
 

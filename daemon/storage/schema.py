@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import JSON
 
-from daemon.decision import Decision
+from daemon.outcomes import Decision
 
 # Timestamps: timezone-aware UTC datetimes in Python, stored as naive UTC in SQLAlchemy's
 # DateTime format ("2025-01-31 23:59:59.123456"), which sorts as text and reads plainly in the

@@ -6,10 +6,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.classifier import Classification, ClipClassifier
+from daemon.classify.classifier import Classification, ClipClassifier
 from daemon.config import Config
-from daemon.decision import Decision, decide
-from daemon.imaging import DecodedImage, ImageError, load_image
+from daemon.decode.imaging import DecodedImage, ImageError, load_image
+from daemon.outcomes import Decision, decide
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from transformers.activations import QuickGELUActivation
 from transformers.utils import logging as transformers_logging
 from transformers.utils.hub import cached_file
 
-from daemon.preprocess import spec_from_processor, to_pixels
+from daemon.decode.preprocess import spec_from_processor, to_pixels
 
 logger = logging.getLogger(__name__)
 

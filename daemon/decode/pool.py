@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from daemon.fileops import sha256_bytes
-from daemon.imaging import ImageError, decode_image
-from daemon.preprocess import PreprocessSpec, to_pixels
+from daemon.decode.imaging import ImageError, decode_image
+from daemon.decode.preprocess import PreprocessSpec, to_pixels
+from daemon.delivery.fileops import sha256_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ _BOOTSTRAP = (
     "from multiprocessing.connection import Connection\n"
     "connection = Connection({fd})\n"
     "sys.path[:] = connection.recv()\n"
-    "from daemon.decodepool import serve_child\n"
+    "from daemon.decode.pool import serve_child\n"
     "serve_child(connection)\n"
 )
 

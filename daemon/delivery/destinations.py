@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from daemon.config import Paths
-from daemon.decision import Decision
+from daemon.outcomes import Decision
 
 
 class Destination(StrEnum):

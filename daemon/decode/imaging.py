@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from daemon.exif import CameraMetadata, read_metadata
+from daemon.decode.exif import CameraMetadata, read_metadata
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from daemon.names import NameFilter
+from daemon.intake.names import NameFilter
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Decoding: image bytes to model-ready pixels in child processes; never imports torch."""

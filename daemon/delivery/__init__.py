@@ -1,0 +1,1 @@
+"""Delivery: where a decided file belongs and the crash-safe move that puts it there."""

@@ -1,0 +1,1 @@
+"""Storage: the database engine, schema and queue; the only user of SQLAlchemy."""
