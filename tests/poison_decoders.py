@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from daemon.decode.pool import DecodeJob, DecodeOutcome, decode_job
+from daemon.decode.jobs import DecodeJob, DecodeOutcome, decode_job
 
 
 def poisoned_decode(job: DecodeJob) -> DecodeOutcome:

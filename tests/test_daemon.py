@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import daemon.decode.jobs
 import daemon.decode.pool
 import daemon.delivery.router
 import daemon.intake.watcher
@@ -662,7 +663,7 @@ def decode_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecodeGate]:
 
     def held_submit(
         self: daemon.worker.Worker, item: QueuedImage
-    ) -> Future[daemon.decode.pool.DecodeOutcome]:
+    ) -> Future[daemon.decode.jobs.DecodeOutcome]:
         gate.hold(item)  # the worker thread waits: nothing is read until release
         return original_submit(self, item)
 

@@ -20,15 +20,8 @@ import pytest
 from PIL import Image
 
 from daemon.decode.imaging import DEFAULT_FORMATS, decode_image
-from daemon.decode.pool import (
-    GONE_CHANGED,
-    GONE_MISSING,
-    DecodeJob,
-    DecodeOutcome,
-    DecoderPool,
-    DecoderPoolError,
-    decode_job,
-)
+from daemon.decode.jobs import GONE_CHANGED, GONE_MISSING, DecodeJob, DecodeOutcome, decode_job
+from daemon.decode.pool import DecoderPool, DecoderPoolError
 from daemon.decode.preprocess import PreprocessSpec, to_pixels
 
 SPEC = PreprocessSpec(

@@ -1,45 +1,29 @@
-"""Decodes images in a few child processes, so a hanging or crashing decoder fails one file only."""
+"""The daemon's half of the decoder pool: child processes, so a bad file fails that file only."""
 
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import logging
-import os
-import pickle
 import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from datetime import datetime
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from types import TracebackType
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from daemon.decode.imaging import ImageError, decode_image
-from daemon.decode.preprocess import PreprocessSpec, to_pixels
-from daemon.delivery.fileops import sha256_bytes
+from daemon.decode.child import READY, LogLine
+from daemon.decode.jobs import DecodeJob, DecodeOutcome, JobFunction, decode_job
 
 logger = logging.getLogger(__name__)
-
-JobFunction = Callable[["DecodeJob"], "DecodeOutcome"]
-
-GONE_MISSING = "file disappeared from the inbox before it was classified"
-GONE_CHANGED = "content changed after it was queued; the new content is a new image"
 
 _START_TIMEOUT = 60.0  # a fresh interpreter importing Pillow and NumPy; generous for a busy box
 _STOP_CHECK = 0.1  # how often a feeder waiting on its child looks at the stop flag
 _EXIT_GRACE = 1.0  # an idle child asked to exit gets this long before it is killed
-_READY = "ready"
 
 # The child is a fresh interpreter, not a multiprocessing one: multiprocessing's spawn and
 # forkserver both re-run the parent's main script in every child (measured), which for the
@@ -51,140 +35,13 @@ _BOOTSTRAP = (
     "from multiprocessing.connection import Connection\n"
     "connection = Connection({fd})\n"
     "sys.path[:] = connection.recv()\n"
-    "from daemon.decode.pool import serve_child\n"
+    "from daemon.decode.child import serve_child\n"
     "serve_child(connection)\n"
 )
 
 
-@dataclass(frozen=True)
-class DecodeJob:
-    """One queued image to decode and preprocess; picklable."""
-
-    path: str
-    sha256: str  # hex digest recorded when the file was queued
-    formats: tuple[str, ...]
-    max_pixels: int
-    draft_size: int | None
-    spec: PreprocessSpec
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: comparing arrays has no single truth value
-class DecodeOutcome:
-    """What became of a DecodeJob: pixels, or `error` (counts as an attempt), or `gone`."""
-
-    pixels: npt.NDArray[np.float32] | None = None  # (3, S, S) when decoded
-    capture_time: datetime | None = None
-    camera_make: str | None = None
-    camera_model: str | None = None
-    error: str | None = None  # "<path>: <reason>"
-    gone: str | None = None  # the queued content is no longer at its path
-    decode_ms: float = 0.0
-
-
 class DecoderPoolError(RuntimeError):
     """The pool itself failed (a decoder process could not start): no fault of the image."""
-
-
-# --- the job, run in a decoder process ------------------------------------------------------------
-
-
-def decode_job(job: DecodeJob) -> DecodeOutcome:
-    """Read, verify, decode and preprocess one image. Never raises for bad input."""
-    started = time.perf_counter()
-
-    def outcome(**fields: Any) -> DecodeOutcome:
-        return DecodeOutcome(decode_ms=(time.perf_counter() - started) * 1000, **fields)
-
-    try:
-        data = _read_no_follow(job.path)
-    except FileNotFoundError:
-        return outcome(gone=GONE_MISSING)
-    except OSError as err:
-        return outcome(error=f"{job.path}: cannot be read: {err.strerror or err}")
-    if sha256_bytes(data) != job.sha256:
-        return outcome(gone=GONE_CHANGED)
-    try:
-        decoded = decode_image(
-            data,
-            name=job.path,
-            formats=job.formats,
-            max_pixels=job.max_pixels,
-            draft_size=job.draft_size,
-        )
-        pixels = to_pixels(decoded.image, job.spec)
-    except ImageError as err:
-        return outcome(error=str(err))
-    except Exception as err:  # a decoder bug must fail this file only
-        return outcome(error=f"{job.path}: unexpected decoder failure: {err!r}")
-    metadata = decoded.metadata
-    return outcome(
-        pixels=pixels,
-        capture_time=metadata.capture_time,
-        camera_make=metadata.camera_make,
-        camera_model=metadata.camera_model,
-    )
-
-
-def _read_no_follow(path: str) -> bytes:
-    """Read a file's bytes without ever following a symlink put in its place."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read()
-
-
-def serve_child(connection: Connection) -> None:
-    """A decoder process's main loop: job in, (outcome, log lines) out, until None or EOF."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when decoding stops
-    faulthandler.enable()  # a segfaulting decoder leaves its Python stack in the parent's log
-    job_function: JobFunction = connection.recv()
-    capture = _LogCapture()
-    logging.getLogger().addHandler(capture)
-    logging.getLogger().setLevel(logging.INFO)
-    connection.send(_READY)
-    while True:
-        try:
-            job = connection.recv()
-        except EOFError:  # the parent is gone
-            return
-        if job is None:
-            return
-        outcome = _guarded(job_function, job)
-        _send_outcome(connection, job, outcome, capture.take())
-
-
-LogLine = tuple[str, int, str]  # logger name, level, message
-
-
-class _LogCapture(logging.Handler):
-    """Keeps a job's log records so the parent logs them through its own configuration."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self._lines: list[LogLine] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._lines.append((record.name, record.levelno, record.getMessage()))
-
-    def take(self) -> list[LogLine]:
-        lines, self._lines = self._lines, []
-        return lines
-
-
-def _guarded(job_function: JobFunction, job: DecodeJob) -> DecodeOutcome:
-    try:
-        return job_function(job)
-    except Exception as err:
-        return DecodeOutcome(error=f"{job.path}: unexpected decoder failure: {err!r}")
-
-
-def _send_outcome(
-    connection: Connection, job: DecodeJob, outcome: DecodeOutcome, lines: list[LogLine]
-) -> None:
-    try:
-        connection.send((outcome, lines))
-    except (pickle.PicklingError, TypeError, AttributeError, ValueError) as err:
-        failure = DecodeOutcome(error=f"{job.path}: decoder result not transferable: {err!r}")
-        connection.send((failure, lines))
 
 
 # --- the pool, in the daemon ----------------------------------------------------------------------
@@ -357,7 +214,7 @@ def _launch_process(launch: _Launch) -> _Child:
 
 def _await_ready(child: _Child, timeout: float) -> _Child:
     try:
-        if child.connection.poll(timeout) and child.connection.recv() == _READY:
+        if child.connection.poll(timeout) and child.connection.recv() == READY:
             logger.debug("decoder process %d started", child.pid)
             return child
         reason = f"not ready after {timeout:g} s"

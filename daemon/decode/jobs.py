@@ -1,0 +1,91 @@
+"""One decode job: read a queued file without following links, check its hash, decode it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from daemon.decode.imaging import ImageError, decode_image
+from daemon.decode.preprocess import PreprocessSpec, to_pixels
+from daemon.hashing import sha256_bytes
+
+JobFunction = Callable[["DecodeJob"], "DecodeOutcome"]
+
+GONE_MISSING = "file disappeared from the inbox before it was classified"
+GONE_CHANGED = "content changed after it was queued; the new content is a new image"
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One queued image to decode and preprocess; picklable."""
+
+    path: str
+    sha256: str  # hex digest recorded when the file was queued
+    formats: tuple[str, ...]
+    max_pixels: int
+    draft_size: int | None
+    spec: PreprocessSpec
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing arrays has no single truth value
+class DecodeOutcome:
+    """What became of a DecodeJob: pixels, or `error` (counts as an attempt), or `gone`."""
+
+    pixels: npt.NDArray[np.float32] | None = None  # (3, S, S) when decoded
+    capture_time: datetime | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    error: str | None = None  # "<path>: <reason>"
+    gone: str | None = None  # the queued content is no longer at its path
+    decode_ms: float = 0.0
+
+
+def decode_job(job: DecodeJob) -> DecodeOutcome:
+    """Read, verify, decode and preprocess one image. Never raises for bad input."""
+    started = time.perf_counter()
+
+    def outcome(**fields: Any) -> DecodeOutcome:
+        return DecodeOutcome(decode_ms=(time.perf_counter() - started) * 1000, **fields)
+
+    try:
+        data = _read_no_follow(job.path)
+    except FileNotFoundError:
+        return outcome(gone=GONE_MISSING)
+    except OSError as err:
+        return outcome(error=f"{job.path}: cannot be read: {err.strerror or err}")
+    if sha256_bytes(data) != job.sha256:
+        return outcome(gone=GONE_CHANGED)
+    try:
+        decoded = decode_image(
+            data,
+            name=job.path,
+            formats=job.formats,
+            max_pixels=job.max_pixels,
+            draft_size=job.draft_size,
+        )
+        pixels = to_pixels(decoded.image, job.spec)
+    except ImageError as err:
+        return outcome(error=str(err))
+    except Exception as err:  # a decoder bug must fail this file only
+        return outcome(error=f"{job.path}: unexpected decoder failure: {err!r}")
+    metadata = decoded.metadata
+    return outcome(
+        pixels=pixels,
+        capture_time=metadata.capture_time,
+        camera_make=metadata.camera_make,
+        camera_model=metadata.camera_model,
+    )
+
+
+def _read_no_follow(path: str) -> bytes:
+    """Read a file's bytes without ever following a symlink put in its place."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
