@@ -9,16 +9,10 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from sqlalchemy.engine import make_url
 
 from daemon import __version__
 from daemon.config import Config, ConfigError, load_config
 from daemon.logsetup import configure_logging
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -180,12 +174,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from daemon.status import format_status, gather_status
-    from daemon.storage.database import DatabaseError
+    from daemon.storage.database import DatabaseError, open_migrated_database
     from daemon.storage.store import Store
 
     config = _load(args)
     try:
-        engine = _open_migrated_database(config.database.url)
+        engine = open_migrated_database(config.database.url)
     except DatabaseError as err:
         print(f"error: {err}; run `tigerwatch db upgrade -c {args.config}`", file=sys.stderr)
         return EXIT_DATABASE
@@ -195,49 +189,6 @@ def _status(args: argparse.Namespace) -> int:
         engine.dispose()
     print(dump_json(report.as_dict()) if args.json else format_status(report))
     return EXIT_OK
-
-
-def _open_migrated_database(url: str) -> Engine:
-    """An engine on an existing database at head; DatabaseError (naming it) otherwise."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from daemon.storage.database import (
-        DatabaseError,
-        create_db_engine,
-        current_revision,
-        head_revision,
-    )
-
-    shown = make_url(url).render_as_string(hide_password=True)
-    # Connecting would create an empty SQLite file (and its folder): look before connecting.
-    missing = _missing_sqlite_file(url)
-    if missing is not None:
-        raise DatabaseError(f"database {missing} does not exist")
-    engine = create_db_engine(url)
-    try:
-        current = current_revision(engine)
-    except SQLAlchemyError as err:
-        engine.dispose()
-        reason = str(err).splitlines()[0]
-        raise DatabaseError(f"database {shown} cannot be read ({reason})") from err
-    head = head_revision()
-    if current != head:
-        engine.dispose()
-        found = "no tigerwatch schema" if current is None else f"schema revision {current!r}"
-        raise DatabaseError(f"database {shown} has {found}; this version needs {head!r}")
-    return engine
-
-
-def _missing_sqlite_file(url: str) -> Path | None:
-    """The file a SQLite URL names, when it does not exist; None for anything else."""
-    parsed = make_url(url)
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if database.startswith("file:"):  # a URI filename: leave it to SQLite
-        return None
-    path = Path(database)
-    return None if path.exists() else path
 
 
 def _download_model(args: argparse.Namespace) -> int:

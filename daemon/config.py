@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+
+from daemon.storage.urls import anchored_url
 
 logger = logging.getLogger(__name__)
 
@@ -141,22 +141,9 @@ def _resolve_model_location(value: str, info: ValidationInfo) -> str:
 def _resolve_database_url(value: str, info: ValidationInfo) -> str:
     """Anchor a relative SQLite file at the config file's folder; other URLs pass unchanged."""
     try:
-        url = make_url(value)
-    except ArgumentError:
-        raise _problem("is not a database URL (expected e.g. sqlite:///tigerwatch.db)") from None
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or _sqlite_special(database):
-        return value
-    path = Path(database).expanduser()
-    base = _base_dir(info)
-    if base is not None and not path.is_absolute():
-        path = base / path
-    return url.set(database=os.path.normpath(path)).render_as_string(hide_password=False)
-
-
-def _sqlite_special(database: str) -> bool:
-    """In-memory databases and SQLite URI filenames are not plain file paths."""
-    return database == ":memory:" or database.startswith("file:")
+        return anchored_url(value, _base_dir(info))
+    except ValueError as err:
+        raise _problem(str(err)) from None
 
 
 Text = Annotated[str, BeforeValidator(_strip_non_empty)]

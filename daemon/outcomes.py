@@ -1,4 +1,4 @@
-"""Turns a target score into the station's decision: positive, uncertain or negative."""
+"""The outcome vocabulary: a target score's decision, and the destination each outcome goes to."""
 
 from __future__ import annotations
 
@@ -20,3 +20,22 @@ def decide(
     if target_score >= uncertain_threshold:
         return Decision.UNCERTAIN
     return Decision.NEGATIVE
+
+
+class Destination(StrEnum):
+    REVIEW = "review"
+    UNCERTAIN = "uncertain"
+    ARCHIVE = "archive"
+    DUPLICATES = "duplicates"
+    QUARANTINE = "quarantine"
+
+
+_BY_DECISION = {
+    Decision.POSITIVE: Destination.REVIEW,
+    Decision.UNCERTAIN: Destination.UNCERTAIN,
+    Decision.NEGATIVE: Destination.ARCHIVE,
+}
+
+
+def destination_for(decision: Decision) -> Destination:
+    return _BY_DECISION[decision]

@@ -11,9 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-import torch
-
-from daemon.classify.classifier import ClipClassifier
+from daemon.classify.classifier import ClipClassifier, use_threads
 from daemon.config import Config
 from daemon.decode.pool import DecoderPool
 from daemon.delivery.permissions import Ownership
@@ -102,7 +100,7 @@ def _build(config: Config, threads: _Threads) -> _Parts:
     """Migrate, load the model, settle interrupted moves, and wire the parts together."""
     upgrade_database(config.database.url)
     store = Store(create_db_engine(config.database.url))
-    torch.set_num_threads(config.model.threads or os.cpu_count() or 1)
+    use_threads(config.model.threads)
     classifier = ClipClassifier.load(
         config.model.name_or_path,
         [label.text for label in config.labels],

@@ -10,16 +10,13 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from sqlalchemy.exc import OperationalError
-
 from daemon.classify.classifier import ClipClassifier
 from daemon.config import Config
-from daemon.decode.pool import DecodeJob, DecodeOutcome, DecoderPool, DecoderPoolError
-from daemon.delivery.destinations import destination_for
+from daemon.decode.jobs import DecodeJob, DecodeOutcome
+from daemon.decode.pool import DecoderPool, DecoderPoolError
 from daemon.delivery.router import RoutingLoop
-from daemon.outcomes import decide
-from daemon.storage.store import ClassifiedImage, ModelInfo, QueuedImage, Store
+from daemon.outcomes import decide, destination_for
+from daemon.storage.store import ClassifiedImage, ModelInfo, QueuedImage, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +62,7 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     self._step()
-                except OperationalError as err:
+                except StoreUnavailable as err:
                     # Locked or unavailable database: nothing uncommitted is lost (rows stay
                     # queued and are taken again), so wait and carry on rather than die.
                     logger.error("database unavailable, retrying in %.0f s: %s", _DB_RETRY, err)
@@ -170,8 +167,8 @@ class Worker:
 
     def _classify(self, good: list[Decoded]) -> None:
         started = time.perf_counter()
-        pixels = torch.stack([torch.from_numpy(d.outcome.pixels) for d in good])
-        classifications = self._classifier.classify_tensors(pixels)
+        pixels = [d.outcome.pixels for d in good if d.outcome.pixels is not None]
+        classifications = self._classifier.classify_pixels(pixels)
         per_image_ms = (time.perf_counter() - started) * 1000 / len(good)
         thresholds = self._config.decision
         results = []

@@ -24,11 +24,10 @@ from daemon.delivery.fileops import (
     move_durably,
     safe_filename,
     settle_move,
-    sha256_bytes,
-    sha256_file,
     unique_destination,
     write_sidecar,
 )
+from daemon.hashing import sha256_bytes, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OLD_MTIME_NS = 1_600_000_000_123_456_789

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import hashlib
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -150,6 +151,12 @@ class ClipClassifier:
             self._classification(row, embedding)
             for row, embedding in zip(probabilities.cpu(), embeddings.cpu(), strict=True)
         ]
+
+    def classify_pixels(self, pixels: Sequence[np.ndarray]) -> list[Classification]:
+        """Classify decoded (3, S, S) float32 arrays: the numpy seam the worker uses."""
+        if not pixels:
+            return []
+        return self.classify_tensors(torch.stack([torch.from_numpy(array) for array in pixels]))
 
     def classify(self, images: Sequence[Image.Image]) -> list[Classification]:
         """Preprocess and classify a batch of images; the caller chooses the batch size."""
@@ -491,3 +498,8 @@ def _weights_digest(folder: Path) -> str:
             while chunk := stream.read(HASH_CHUNK_BYTES):
                 digest.update(chunk)
     return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def use_threads(count: int | None) -> None:
+    """Size torch's intra-op pool: `count`, or every core this process may use."""
+    torch.set_num_threads(count or len(os.sched_getaffinity(0)) or 1)

@@ -1,32 +1,12 @@
-"""Decides which folder a file belongs in: by outcome, then by capture (or arrival) date."""
+"""Where a destination lives on disk: its root folder, then the capture (or arrival) date."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from enum import StrEnum
 from pathlib import Path
 
 from daemon.config import Paths
-from daemon.outcomes import Decision
-
-
-class Destination(StrEnum):
-    REVIEW = "review"
-    UNCERTAIN = "uncertain"
-    ARCHIVE = "archive"
-    DUPLICATES = "duplicates"
-    QUARANTINE = "quarantine"
-
-
-_BY_DECISION = {
-    Decision.POSITIVE: Destination.REVIEW,
-    Decision.UNCERTAIN: Destination.UNCERTAIN,
-    Decision.NEGATIVE: Destination.ARCHIVE,
-}
-
-
-def destination_for(decision: Decision) -> Destination:
-    return _BY_DECISION[decision]
+from daemon.outcomes import Destination
 
 
 def destination_root(paths: Paths, destination: Destination) -> Path:

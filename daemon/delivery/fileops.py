@@ -1,4 +1,4 @@
-"""Crash-safe file moves, safe file names, sidecar files and content hashes."""
+"""Crash-safe file moves, safe file names and sidecar files."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import unicodedata
 from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
+
+from daemon.hashing import open_regular_file, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -143,29 +145,6 @@ def _is_partial_of(entry_name: str, final_name: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Hashes and fsync
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a regular file's content; never follows a symlink, never blocks on a FIFO."""
-    digest = hashlib.sha256()
-    with _open_regular_file(path) as stream:
-        while chunk := stream.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _open_regular_file(path: Path) -> io.FileIO:
-    # O_NONBLOCK only matters for a FIFO swapped in under us: it makes open() return at once.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    return io.FileIO(fd, "rb")
 
 
 def fsync_directory(path: Path) -> None:
@@ -342,7 +321,7 @@ def _copy_symlink(source: Path, temporary: Path) -> None:
 def _copy_file_contents(source: Path, temporary: Path) -> str:
     """Copy bytes, mode and mtime into a new temp file, fsync it, return the source's SHA-256."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    with _open_regular_file(source) as reader:
+    with open_regular_file(source) as reader:
         before = os.fstat(reader.fileno())
         out_fd = os.open(temporary, flags, 0o600)
         try:

@@ -10,10 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
-
 from daemon.config import Paths
-from daemon.delivery.destinations import Destination, dated_folder, destination_root
+from daemon.delivery.destinations import dated_folder, destination_root
 from daemon.delivery.fileops import (
     SettleOutcome,
     move_durably,
@@ -23,8 +21,9 @@ from daemon.delivery.fileops import (
     write_sidecar,
 )
 from daemon.delivery.permissions import Ownership
+from daemon.outcomes import Destination
 from daemon.storage.schema import printable
-from daemon.storage.store import PendingMove, RowKind, Store
+from daemon.storage.store import PendingMove, RowKind, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +220,7 @@ class RoutingLoop:
     def _round(self) -> None:
         try:
             summary = self._router.route_pending()
-        except OperationalError as err:
+        except StoreUnavailable as err:
             logger.error("database unavailable, moves wait: %s", err)
             self._blocked_until = time.monotonic() + min(self._retry_seconds, 2.0)
             return

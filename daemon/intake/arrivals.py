@@ -11,13 +11,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
-
-from daemon.delivery.fileops import sha256_file
+from daemon.hashing import sha256_file
 from daemon.intake.names import NameFilter
 from daemon.intake.scanner import scan_inbox
 from daemon.intake.stability import Readiness, StabilityTracker, StablePath
-from daemon.storage.store import Arrival, ArrivalOutcome, Store
+from daemon.storage.store import Arrival, ArrivalOutcome, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +107,7 @@ class Intake:
             self._store.record_reject(path, reason)
             self._on_queued()
             return 1
-        except OperationalError as err:
+        except StoreUnavailable as err:
             logger.error("%s: database unavailable, will retry: %s", path, err)
             self._tracker.note(item.path)
             return 0
@@ -139,7 +137,7 @@ class Intake:
             return 0
         try:
             outcomes = self._store.record_arrivals(arrivals)
-        except OperationalError as err:
+        except StoreUnavailable as err:
             logger.error("database unavailable, %d files will be retried: %s", len(arrivals), err)
             for arrival in arrivals:
                 self._tracker.note(Path(arrival.path))

@@ -16,10 +16,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from daemon.storage.schema import utcnow
+from daemon.storage.urls import shown_url, sqlite_file
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +105,28 @@ def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None when it has never been migrated."""
     with deferred(engine).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def open_migrated_database(url: str) -> Engine:
+    """An engine on an existing database at head; DatabaseError (naming it) otherwise."""
+    shown = shown_url(url)
+    # Connecting would create an empty SQLite file (and its folder): look before connecting.
+    file = sqlite_file(url)
+    if file is not None and not file.exists():
+        raise DatabaseError(f"database {file} does not exist")
+    engine = create_db_engine(url)
+    try:
+        current = current_revision(engine)
+    except SQLAlchemyError as err:
+        engine.dispose()
+        reason = str(err).splitlines()[0]
+        raise DatabaseError(f"database {shown} cannot be read ({reason})") from err
+    head = head_revision()
+    if current != head:
+        engine.dispose()
+        found = "no tigerwatch schema" if current is None else f"schema revision {current!r}"
+        raise DatabaseError(f"database {shown} has {found}; this version needs {head!r}")
+    return engine
 
 
 def upgrade_database(url: str) -> None:

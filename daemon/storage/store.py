@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.delivery.destinations import Destination, destination_for
-from daemon.outcomes import Decision
+from daemon.outcomes import Decision, Destination, destination_for
 from daemon.storage.database import deferred, session_factory
 from daemon.storage.schema import (
     Classification,
@@ -26,6 +27,13 @@ from daemon.storage.schema import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class StoreUnavailable(Exception):  # noqa: N818 (the name the callers read: not an error of theirs)
+    """The database cannot be reached right now (locked, busy, I/O error); nothing was committed.
+
+    The callers' answer is always the same: keep the work where it is and try again later.
+    """
 
 
 class ArrivalOutcome(StrEnum):
@@ -106,11 +114,28 @@ class Store:
         self._sessions: sessionmaker[Session] = session_factory(engine)
         self._reads: sessionmaker[Session] = session_factory(deferred(engine))
 
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """One IMMEDIATE transaction, committed on success; SQLite trouble is StoreUnavailable."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except OperationalError as err:
+            raise StoreUnavailable(str(err.orig or err)) from err
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        try:
+            with self._reads() as session:
+                yield session
+        except OperationalError as err:
+            raise StoreUnavailable(str(err.orig or err)) from err
+
     # --- intake -------------------------------------------------------------------------------
 
     def is_waiting(self, path: str) -> bool:
         """True when this inbox path already has a row that has not left the inbox yet."""
-        with self._reads() as session:
+        with self._reading() as session:
             for model, column in (
                 (Image, Image.original_path),
                 (Duplicate, Duplicate.source_path),
@@ -127,7 +152,7 @@ class Store:
         Nothing is lost when this never commits: the files are still in the inbox and the next
         scan finds them again.
         """
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             return [self._record_arrival(session, arrival) for arrival in arrivals]
 
     def _record_arrival(self, session: Session, arrival: Arrival) -> ArrivalOutcome:
@@ -157,7 +182,7 @@ class Store:
         return session.scalar(query.limit(1)) is not None
 
     def record_reject(self, path: str, reason: str) -> None:
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.add(Reject(source_path=path, reason=reason, state=MoveState.ROUTING))
 
     # --- classification -----------------------------------------------------------------------
@@ -167,7 +192,7 @@ class Store:
         query = select(Image).where(Image.state == ImageState.QUEUED).order_by(Image.id)
         if excluded:
             query = query.where(Image.id.not_in(excluded))
-        with self._reads() as session:
+        with self._reading() as session:
             rows = session.scalars(query.limit(limit)).all()
             return [
                 QueuedImage(row.id, row.sha256, row.original_path, row.attempts) for row in rows
@@ -176,7 +201,7 @@ class Store:
     def record_classified(self, results: Sequence[ClassifiedImage], model: ModelInfo) -> None:
         """Commit the results of one batch together: an image is classified once or not at all."""
         labels = [{"text": text, "target": target} for text, target in model.labels]
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             for result in results:
                 session.add(_classification_row(result, model, labels))
                 session.execute(
@@ -193,7 +218,7 @@ class Store:
 
     def record_decode_failure(self, image_id: int, error: str, *, give_up: bool) -> int:
         """Count a failed attempt; when giving up, the image is routed to quarantine."""
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             image = session.get_one(Image, image_id)
             image.attempts += 1
             image.last_error = error
@@ -203,7 +228,7 @@ class Store:
             return image.attempts
 
     def record_vanished(self, image_id: int, reason: str) -> None:
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             image = session.get_one(Image, image_id)
             image.state = ImageState.DONE
             image.decision = ImageDecision.VANISHED
@@ -213,7 +238,7 @@ class Store:
     # --- moves ----------------------------------------------------------------------------------
 
     def pending_moves(self) -> list[PendingMove]:
-        with self._reads() as session:
+        with self._reading() as session:
             images = session.scalars(select(Image).where(Image.state == ImageState.ROUTING))
             moves = [_image_move(image) for image in images]
             duplicates = session.scalars(
@@ -225,7 +250,7 @@ class Store:
         return moves
 
     def record_intended(self, intended: dict[tuple[RowKind, int], str]) -> None:
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             for (kind, row_id), path in intended.items():
                 _row(session, kind, row_id).intended_path = path
 
@@ -233,7 +258,7 @@ class Store:
         """Close the rows of files now in their final place, in one transaction."""
         if not moved:
             return
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             for kind, row_id, final_path in moved:
                 row = _row(session, kind, row_id)
                 row.final_path = final_path
@@ -242,7 +267,7 @@ class Store:
 
     def record_source_lost(self, kind: RowKind, row_id: int, reason: str) -> None:
         """The file left the inbox by other hands before it could be moved: say so, and close."""
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             row = _row(session, kind, row_id)
             row.done_at = utcnow()
             if isinstance(row, Image):
@@ -257,22 +282,22 @@ class Store:
     # --- reporting ------------------------------------------------------------------------------
 
     def counts_by_state(self) -> dict[str, int]:
-        with self._reads() as session:
+        with self._reading() as session:
             rows = session.execute(select(Image.state, func.count()).group_by(Image.state)).all()
         return {str(state): count for state, count in rows}
 
     def oldest_queued_since(self) -> datetime | None:
-        with self._reads() as session:
+        with self._reading() as session:
             return session.scalar(
                 select(func.min(Image.first_seen_at)).where(Image.state == ImageState.QUEUED)
             )
 
     def last_done_at(self) -> datetime | None:
-        with self._reads() as session:
+        with self._reading() as session:
             return session.scalar(select(func.max(Image.done_at)))
 
     def decisions_since(self, since: datetime) -> dict[str, int]:
-        with self._reads() as session:
+        with self._reading() as session:
             images = session.execute(
                 select(Image.decision, func.count())
                 .where(Image.done_at >= since)
@@ -290,7 +315,7 @@ class Store:
         return totals
 
     def pending_move_count(self) -> int:
-        with self._reads() as session:
+        with self._reading() as session:
             duplicates = session.scalar(
                 select(func.count()).select_from(Duplicate).where(Duplicate.state != "done")
             )

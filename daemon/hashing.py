@@ -1,0 +1,33 @@
+"""Content hashes (SHA-256) of bytes and of regular files, opened without following links."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import stat
+from pathlib import Path
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a regular file's content; never follows a symlink, never blocks on a FIFO."""
+    digest = hashlib.sha256()
+    with open_regular_file(path) as stream:
+        while chunk := stream.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_regular_file(path: Path) -> io.FileIO:
+    # O_NONBLOCK only matters for a FIFO swapped in under us: it makes open() return at once.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return io.FileIO(fd, "rb")
