@@ -24,6 +24,7 @@ lint: install
 	$(BIN)/ruff check daemon tests scripts bench
 	$(BIN)/ruff format --check daemon tests scripts bench
 	$(BIN)/mypy daemon
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest
