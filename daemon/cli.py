@@ -45,18 +45,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_config_option(check)
     check.set_defaults(handler=_check_config)
 
-    classify = commands.add_parser("classify", help="classify image files once and print results")
-    _add_config_option(classify)
-    classify.add_argument("--json", action="store_true", help="print a JSON list instead of text")
-    classify.add_argument(
-        "--plot",
-        type=Path,
-        metavar="OUT",
-        help="write each image's probability bar chart as PNG into folder OUT "
-        "(or to OUT itself when it ends in .png and one image is given)",
-    )
-    classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    classify.set_defaults(handler=_classify)
+    _add_classify_command(commands)
 
     database = commands.add_parser("db", help="database maintenance")
     db_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -83,6 +72,23 @@ def _build_parser() -> argparse.ArgumentParser:
     download.add_argument("out", type=Path, help="folder to write")
     download.set_defaults(handler=_download_model)
     return parser
+
+
+def _add_classify_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    classify = commands.add_parser("classify", help="classify image files once and print results")
+    _add_config_option(classify)
+    classify.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    classify.add_argument(
+        "--plot",
+        type=Path,
+        metavar="OUT",
+        help="write each image's probability bar chart as PNG into folder OUT "
+        "(or to OUT itself when it ends in .png and one image is given)",
+    )
+    classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    classify.set_defaults(handler=_classify)
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:

@@ -100,30 +100,11 @@ def _build(config: Config, threads: _Threads) -> _Parts:
     """Migrate, load the model, settle interrupted moves, and wire the parts together."""
     upgrade_database(config.database.url)
     store = Store(create_db_engine(config.database.url))
-    use_threads(config.model.threads)
-    classifier = ClipClassifier.load(
-        config.model.name_or_path,
-        [label.text for label in config.labels],
-        [label.target for label in config.labels],
-        precision=config.model.precision,
-        device=config.model.device,
-    )
+    classifier = _load_classifier(config)
     ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
     router = Router(store, config.paths, ownership)
     router.route_pending()  # settle moves a crash left half-done before taking new work
-    name_filter = NameFilter(config.images.extensions, config.watch.ignore_patterns)
-    intake = Intake(
-        store=store,
-        tracker=StabilityTracker(config.watch.quiet_seconds),
-        name_filter=name_filter,
-        inboxes=[inbox.path for inbox in config.paths.inbox],
-        on_queued=threads.wake_worker.set,
-    )
-    watcher = InboxWatcher(
-        [WatchedInbox(inbox.path, inbox.polling) for inbox in config.paths.inbox],
-        intake.hint,
-        name_filter,
-    )
+    intake, watcher = _build_intake(config, store, threads)
     decoder = DecoderPool(
         config.worker.decode_processes, timeout=config.worker.decode_timeout_seconds
     )
@@ -141,6 +122,35 @@ def _build(config: Config, threads: _Threads) -> _Parts:
         on_content_changed=intake.hint,
     )
     return _Parts(classifier, decoder, intake, watcher, worker, routing)
+
+
+def _load_classifier(config: Config) -> ClipClassifier:
+    use_threads(config.model.threads)
+    return ClipClassifier.load(
+        config.model.name_or_path,
+        [label.text for label in config.labels],
+        [label.target for label in config.labels],
+        precision=config.model.precision,
+        device=config.model.device,
+    )
+
+
+def _build_intake(config: Config, store: Store, threads: _Threads) -> tuple[Intake, InboxWatcher]:
+    """The intake and the watcher that feeds it hints, sharing one name filter."""
+    name_filter = NameFilter(config.images.extensions, config.watch.ignore_patterns)
+    intake = Intake(
+        store=store,
+        tracker=StabilityTracker(config.watch.quiet_seconds),
+        name_filter=name_filter,
+        inboxes=[inbox.path for inbox in config.paths.inbox],
+        on_queued=threads.wake_worker.set,
+    )
+    watcher = InboxWatcher(
+        [WatchedInbox(inbox.path, inbox.polling) for inbox in config.paths.inbox],
+        intake.hint,
+        name_filter,
+    )
+    return intake, watcher
 
 
 def _log_ready(config: Config, classifier: ClipClassifier, seconds: float) -> None:

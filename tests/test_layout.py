@@ -88,3 +88,17 @@ def test_import_contracts_fail_on_a_forbidden_import(tmp_path: Path) -> None:
     assert clean.returncode == 0, clean.stdout
     assert broken.returncode != 0
     assert "daemon.intake.arrivals -> sqlalchemy" in broken.stdout
+
+
+MAX_FUNCTION_LINES = 40
+
+
+def test_no_function_is_longer_than_the_limit() -> None:
+    long = {}
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long[f"{name}:{node.name}"] = length
+    assert long == {}
