@@ -610,3 +610,37 @@ def test_status_of_an_empty_database_file_says_to_upgrade(
     assert run.out == ""
     assert "db upgrade" in run.err
     assert "Traceback" not in run.err
+
+
+def test_classify_decodes_as_the_daemon_does(
+    capsys: pytest.CaptureFixture[str],
+    config_file: Path,
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    default_labels: list[str],
+    default_targets: list[bool],
+) -> None:
+    # A frame large enough for libjpeg's draft scaling: the daemon decodes it at reduced scale,
+    # and `classify` must give the very same probabilities, not those of a full decode.
+    from daemon.classify.classifier import ClipClassifier
+    from daemon.decode.jobs import DecodeJob, decode_job
+    from daemon.hashing import sha256_file
+
+    frame = make_jpeg(tmp_path / "large.jpg", seed=7, size=(1600, 1200))
+    _, [result] = classify_json(capsys, config_file, frame)
+    classifier = ClipClassifier.load(str(tiny_model_dir), default_labels, default_targets)
+    job = DecodeJob(
+        path=str(frame),
+        sha256=sha256_file(frame),
+        formats=("JPEG",),
+        max_pixels=100_000_000,
+        draft_size=classifier.input_size,
+        spec=classifier.preprocess_spec,
+    )
+    outcome = decode_job(job)
+    assert outcome.pixels is not None
+    [daemon_result] = classifier.classify_pixels([outcome.pixels])
+    assert result["target_score"] == pytest.approx(daemon_result.target_score, abs=1e-6)
+    full = classifier.classify([Image.open(frame).convert("RGB")])[0]
+    # The check can fail: a full decode of this frame really scores differently.
+    assert abs(full.target_score - daemon_result.target_score) > 1e-6

@@ -30,7 +30,7 @@ def classify_files(
         failed: dict[Path, str] = {}
         for path in chunk:
             try:
-                decoded.append((path, _load(path, config)))
+                decoded.append((path, _load(path, config, classifier.input_size)))
             except ImageError as err:
                 failed[path] = str(err)
         results = classifier.classify([image.image for _, image in decoded])
@@ -42,8 +42,14 @@ def classify_files(
                 yield _outcome(path, by_path[path], config)
 
 
-def _load(path: Path, config: Config) -> DecodedImage:
-    return load_image(path, formats=config.images.formats, max_pixels=config.images.max_pixels)
+def _load(path: Path, config: Config, draft_size: int) -> DecodedImage:
+    # The daemon's decode: the same JPEG draft scale, so a borderline frame gets the same answer.
+    return load_image(
+        path,
+        formats=config.images.formats,
+        max_pixels=config.images.max_pixels,
+        draft_size=draft_size,
+    )
 
 
 def _outcome(path: Path, classification: Classification, config: Config) -> FileOutcome:
