@@ -92,9 +92,7 @@ def exif_with(base: dict[int, object], sub: dict[int, object] | None = None) -> 
         ),
         (
             "edge_cases/sage-grouse-raw.jpg",
-            CameraMetadata(
-                datetime(2023, 6, 20, 13, 9, 4), "BUSHNELL", None, "BS686BWNx14239", True
-            ),
+            CameraMetadata(datetime(2023, 6, 20, 13, 9, 4), "BUSHNELL", None, "BS686BWNx14239"),
         ),
         ("empty/empty.jpg", EMPTY_METADATA),
         ("tiger/anno_1440.jpg", EMPTY_METADATA),
@@ -217,34 +215,6 @@ def test_make_model_software_are_cleaned() -> None:
     )
 
 
-# --- GPS -----------------------------------------------------------------------------------------
-
-
-def gps_exif(gps: dict[int, object]) -> Image.Exif:
-    exif = exif_with({MAKE: "BUSHNELL"})
-    for tag, value in gps.items():
-        exif.get_ifd(GPS_IFD)[tag] = value
-    return exif
-
-
-@pytest.mark.parametrize(
-    ("gps", "expected"),
-    [
-        ({1: "N", 2: (42.0, 56.0, 47.0), 3: "W", 4: (116.0, 31.0, 23.0)}, True),
-        ({2: (0.0, 0.0, 0.0), 4: (0.0, 0.0, 0.0)}, True),  # conservative: present is present
-        ({17: 2.0, 13: 0.0, 6: 0.0}, False),  # direction/speed/altitude only, as on Orinoquia
-        ({2: (42.0, 56.0, 47.0)}, False),  # half a coordinate locates nothing
-    ],
-    ids=["coordinates", "zero-coordinates", "no-coordinates", "latitude-only"],
-)
-def test_has_gps(gps: dict[int, object], expected: bool) -> None:
-    assert read_metadata(jpeg_with_exif(gps_exif(gps)), name="x").has_gps is expected
-
-
-def test_no_gps_ifd_means_no_gps() -> None:
-    assert read_metadata(jpeg_with_exif(exif_with({MAKE: "RECONYX"})), name="x").has_gps is False
-
-
 # --- corrupt EXIF never raises -------------------------------------------------------------------
 
 
@@ -309,15 +279,12 @@ def test_corrupt_exif_sub_ifd_keeps_the_main_tags(caplog: pytest.LogCaptureFixtu
     metadata = read_metadata(with_negative_pointer(EXIF_IFD), name="cam1/IMG_0007.JPG")
     assert metadata.camera_make == "RECONYX"
     assert metadata.capture_time == datetime(2016, 2, 20, 8, 13, 15)
-    assert metadata.has_gps is False
     assert "cam1/IMG_0007.JPG" in caplog.text
 
 
-def test_unreadable_gps_ifd_counts_as_gps(caplog: pytest.LogCaptureFixture) -> None:
+def test_unreadable_gps_ifd_keeps_the_main_tags() -> None:
     metadata = read_metadata(with_negative_pointer(GPS_IFD), name="cam1/IMG_0008.JPG")
-    assert metadata.has_gps is True  # the file may still hold a location: do not leak it
     assert metadata.camera_make == "RECONYX"
-    assert "cam1/IMG_0008.JPG" in caplog.text
 
 
 def test_image_without_exif_gives_empty_metadata() -> None:

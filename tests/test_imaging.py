@@ -192,7 +192,6 @@ def test_mpo_named_jpg_decodes_its_first_frame() -> None:
     decoded = load_image(path)
     assert decoded.format == "MPO"
     assert decoded.image.size == (1920, 1080)  # frame 1 is a 640x480 preview
-    assert decoded.metadata.has_gps is True
 
 
 def test_mpo_refused_when_only_jpeg_is_accepted() -> None:

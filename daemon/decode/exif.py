@@ -1,4 +1,4 @@
-"""Camera metadata (capture time, make, model, GPS presence) read from EXIF; never fatal."""
+"""Camera metadata (capture time, make, model, software) read from EXIF; never fatal."""
 
 from __future__ import annotations
 
@@ -20,11 +20,8 @@ _MODEL = 0x0110
 _SOFTWARE = 0x0131
 _DATETIME = 0x0132
 _EXIF_IFD = 0x8769
-_GPS_IFD = 0x8825
 _DATETIME_ORIGINAL = 0x9003
 _DATETIME_DIGITIZED = 0x9004
-_GPS_LATITUDE = 2
-_GPS_LONGITUDE = 4
 
 # Camera clocks reset to 1970/1980 or set to garbage after a battery swap; such times mislead
 # more than they help.
@@ -52,7 +49,6 @@ class CameraMetadata:
     camera_make: str | None = None
     camera_model: str | None = None
     software: str | None = None
-    has_gps: bool = False  # location of a possibly sensitive species: never leak it
 
 
 EMPTY_METADATA = CameraMetadata()
@@ -77,7 +73,6 @@ def read_metadata(image: Image.Image, *, name: str) -> CameraMetadata:
         camera_make=clean_text(base.get(_MAKE)),
         camera_model=clean_text(base.get(_MODEL)),
         software=clean_text(base.get(_SOFTWARE)),
-        has_gps=_has_gps(exif, base, name=name),
     )
 
 
@@ -118,26 +113,6 @@ def _capture_time(base: Mapping[int, Any], sub_ifd: Mapping[int, Any]) -> dateti
         if parsed is not None:
             return parsed
     return None
-
-
-def _has_gps(exif: Image.Exif, base: Mapping[int, Any], *, name: str) -> bool:
-    """True when the GPS IFD holds coordinates, even (0, 0): a false alarm only hides nothing.
-
-    An unreadable GPS IFD also counts as True: the raw bytes may still hold a location, and
-    missing a sensitive species' site costs far more than withholding a harmless one.
-    """
-    if _GPS_IFD not in base:
-        return False
-    gps = _read_ifd(exif, _GPS_IFD, name=name)
-    if gps is None:
-        return True
-    return _has_value(gps.get(_GPS_LATITUDE)) and _has_value(gps.get(_GPS_LONGITUDE))
-
-
-def _has_value(value: object) -> bool:
-    if isinstance(value, tuple | list | bytes | str):
-        return len(value) > 0
-    return value is not None
 
 
 def _read_ifd(exif: Image.Exif, tag: int, *, name: str) -> dict[int, Any] | None:
