@@ -45,7 +45,7 @@ from transformers import CLIPModel, CLIPProcessor
 from transformers.utils import logging as transformers_logging
 
 from daemon.classify.classifier import PRECISIONS, ClipClassifier, Precision
-from daemon.config import DEFAULT_LABELS
+from daemon.config import DEFAULT_LABELS, Model
 from daemon.decode.imaging import ImageError, decode_image
 from scripts.make_test_model import build_test_model
 
@@ -992,7 +992,10 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         default="fp32",
         help="precision of the daemon run and of (c) (config default: fp32)",
     )
-    parser.add_argument("--batch-size", type=int, default=16, help="model.batch_size (16)")
+    batch_size = Model.model_fields["batch_size"].default
+    parser.add_argument(
+        "--batch-size", type=int, default=batch_size, help=f"model.batch_size ({batch_size})"
+    )
     parser.add_argument(
         "--quiet-seconds",
         type=float,

@@ -6,19 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from daemon import config
 from scripts.make_test_model import build_test_model
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "samples"
 
-DEFAULT_LABELS = (
-    "a photo of an Amur tiger",
-    "a photo of a Bengal tiger",
-    "a photo of a lion",
-    "a photo of a leopard",
-    "a photo of a domestic cat",
-    "a photo without a tiger",
-)
-DEFAULT_TARGETS = (True, True, False, False, False, False)
+# The daemon's own default labels: one definition, in daemon/config.py.
+DEFAULT_LABELS = tuple(label.text for label in config.DEFAULT_LABELS)
+DEFAULT_TARGETS = tuple(label.target for label in config.DEFAULT_LABELS)
 
 
 @pytest.fixture(scope="session")
