@@ -149,6 +149,17 @@ def query(station: Station, sql: str, *params: object) -> list[tuple[object, ...
         return connection.execute(sql, params).fetchall()
 
 
+def migrated(station: Station) -> bool:
+    """The daemon has created its schema (queries made before that would fail or create it)."""
+    if not station.db_path.exists():
+        return False
+    try:
+        query(station, "SELECT count(*) FROM rejects")
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
 def images_done(station: Station) -> int:
     if not station.db_path.exists():
         return 0

@@ -11,7 +11,6 @@ import random
 import shutil
 import signal
 import socket
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from tests.daemon_support import (
     daemon_thread,
     images_done,
     make_station,
+    migrated,
     query,
     settled,
     sha256_of,
@@ -122,17 +122,6 @@ class ImageRow:
     decision: str | None
     final_path: str | None
     last_error: str | None
-
-
-def migrated(station: Station) -> bool:
-    """The daemon has created its schema (queries made before that would fail or create it)."""
-    if not station.db_path.exists():
-        return False
-    try:
-        query(station, "SELECT count(*) FROM rejects")
-    except sqlite3.OperationalError:
-        return False
-    return True
 
 
 def image_rows(station: Station) -> list[ImageRow]:

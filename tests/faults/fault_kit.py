@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import random
-import sqlite3
 import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from PIL import Image
 
-from tests.daemon_support import Station, query, wait_for
+from tests.daemon_support import Station, migrated, query, wait_for
 
 # Generous ceilings for polling: a loaded 2-core machine must not make the tests flaky.
 SETTLE_TIMEOUT = 60.0
@@ -48,17 +47,6 @@ def wait_until(
     predicate: Callable[[], bool], what: str, timeout: float = SETTLE_TIMEOUT, **kwargs: float
 ) -> None:
     assert wait_for(predicate, timeout, **kwargs), f"timed out after {timeout} s waiting for {what}"
-
-
-def migrated(station: Station) -> bool:
-    """The daemon has created its schema (queries made before that would fail)."""
-    if not station.db_path.exists():
-        return False
-    try:
-        query(station, "SELECT count(*) FROM rejects")
-    except sqlite3.OperationalError:
-        return False
-    return True
 
 
 def scalar(station: Station, sql: str, *params: object) -> int:
