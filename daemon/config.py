@@ -26,6 +26,8 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from daemon.storage.urls import anchored_url
 
+from daemon.config_checks import layout_problems
+
 logger = logging.getLogger(__name__)
 
 # A key path inside the YAML document, e.g. ("paths", "inbox", 0, "path").
@@ -33,7 +35,6 @@ Loc = tuple[str | int, ...]
 
 # Error type for validators that report several problems at once, each at its own sub-path.
 _MANY_PROBLEMS = "tigerwatch_problems"
-_REINGEST = "the daemon would re-ingest its own output"
 
 
 class ConfigError(Exception):
@@ -229,52 +230,11 @@ class Paths(_Section):
         }
 
     @model_validator(mode="after")
-    def _keep_outputs_out_of_inboxes(self) -> "Paths":
-        found = _duplicate_inboxes(self.inbox)
-        repeated = {loc[1] for loc, _ in found}
-        for index, inbox in enumerate(self.inbox):
-            if index not in repeated:
-                found.extend(_nesting_problems(index, inbox.path, self.destinations))
+    def _keep_folders_apart(self) -> "Paths":
+        found = layout_problems([inbox.path for inbox in self.inbox], self.destinations)
         if found:
             raise _problems(found)
         return self
-
-
-def _duplicate_inboxes(inboxes: tuple[Inbox, ...]) -> list[tuple[Loc, str]]:
-    first_seen: dict[Path, int] = {}
-    found: list[tuple[Loc, str]] = []
-    for index, inbox in enumerate(inboxes):
-        real = inbox.path.resolve()
-        if real in first_seen:
-            found.append((("inbox", index, "path"), f"repeats paths.inbox[{first_seen[real]}]"))
-        first_seen.setdefault(real, index)
-    return found
-
-
-def _nesting_problems(
-    index: int, inbox: Path, destinations: Mapping[str, Path]
-) -> list[tuple[Loc, str]]:
-    """Output folders inside this inbox, or this inbox inside an output folder."""
-    inbox_real = inbox.resolve()
-    found: list[tuple[Loc, str]] = []
-    flagged: list[Path] = []
-    inbox_flagged = False
-    for name, folder in destinations.items():
-        real = folder.resolve()
-        if real.is_relative_to(inbox_real):
-            # uncertain/duplicates usually sit inside review/archive: report only the outer one.
-            if not any(real.is_relative_to(outer) for outer in flagged):
-                where = "is" if real == inbox_real else "lies inside"
-                found.append(
-                    ((name,), f"{where} inbox {inbox} (paths.inbox[{index}]); {_REINGEST}")
-                )
-            flagged.append(real)
-        elif inbox_real.is_relative_to(real) and not inbox_flagged:
-            found.append(
-                (("inbox", index, "path"), f"lies inside the {name} folder {folder}; {_REINGEST}")
-            )
-            inbox_flagged = True
-    return found
 
 
 class Database(_Section):
