@@ -48,7 +48,9 @@ def _modules() -> dict[str, Path]:
 
 
 def _docstring(path: Path) -> str:
-    return (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip()
+    """The docstring's summary line."""
+    docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return docstring.strip().split("\n", 1)[0]
 
 
 def test_every_module_is_in_the_readme_map_with_its_docstring() -> None:
