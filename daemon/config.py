@@ -24,9 +24,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from daemon.storage.urls import anchored_url
-
 from daemon.config_checks import layout_problems
+from daemon.storage.urls import anchored_url
 
 logger = logging.getLogger(__name__)
 

@@ -101,3 +101,15 @@ def test_config_rejects_bad_files_settings(
     with pytest.raises(ConfigError) as caught:
         parse_config(_files_config(tmp_path, files), source=tmp_path / "t.yaml")
     assert message in str(caught.value)
+
+
+def test_the_setgid_bit_of_a_dated_folder_is_kept(tmp_path: Path) -> None:
+    root = tmp_path / "review"
+    dated = root / "2026-12-02"
+    dated.mkdir(parents=True)
+    dated.chmod(0o2755)  # made in a setgid root, as the README sets them up
+    frame = dated / "IMG_0001.JPG"
+    frame.write_bytes(b"frame")
+    Ownership(file_mode=0o640).apply(frame, up_to=root)
+    assert stat.S_IMODE(dated.stat().st_mode) == 0o2750
+    assert stat.S_IMODE(frame.stat().st_mode) == 0o640

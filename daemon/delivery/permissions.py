@@ -42,9 +42,18 @@ class Ownership:
             info = path.lstat()
             if self.group_id is not None and info.st_gid != self.group_id:
                 os.chown(path, -1, self.group_id, follow_symlinks=False)
-            mode = self.directory_mode if stat.S_ISDIR(info.st_mode) else self.file_mode
+            mode = self._mode_for(info)
             is_link = stat.S_ISLNK(info.st_mode)
             if mode is not None and not is_link and stat.S_IMODE(info.st_mode) != mode:
                 path.chmod(mode)
         except OSError as err:
             logger.warning("%s: could not set group/mode: %s", path, err)
+
+    def _mode_for(self, info: os.stat_result) -> int | None:
+        if not stat.S_ISDIR(info.st_mode):
+            return self.file_mode
+        if self.directory_mode is None:
+            return None
+        # A setgid folder (the README's 2750 roots) passes the staff group on to what is made
+        # in it: keep the bit, or the next day's files lose the group.
+        return self.directory_mode | (info.st_mode & stat.S_ISGID)
