@@ -644,3 +644,24 @@ def test_classify_decodes_as_the_daemon_does(
     full = classifier.classify([Image.open(frame).convert("RGB")])[0]
     # The check can fail: a full decode of this frame really scores differently.
     assert abs(full.target_score - daemon_result.target_score) > 1e-6
+
+
+def test_run_on_a_file_that_is_no_database_is_one_line_and_exit_4(
+    tmp_path: Path, tiny_model_dir: Path, default_labels: list[str], default_targets: list[bool]
+) -> None:
+    config = write_config(tmp_path, tiny_model_dir, default_labels, default_targets)
+    database = tmp_path / "data" / "tigerwatch.db"
+    database.parent.mkdir()
+    database.write_bytes(b"these are not the bytes of a SQLite database" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert str(database) in line
+    assert "file is not a database" in line

@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -143,6 +143,10 @@ def upgrade_database(url: str) -> None:
             if before is not None and before != head_revision():
                 backup_sqlite_file(url, suffix=f"before-{head_revision()}")
             command.upgrade(alembic_config(connection), "head")
+    except SQLAlchemyError as err:
+        # Not a database, unreadable, a read-only folder: one line for the operator.
+        reason = str(err.orig if isinstance(err, DBAPIError) else err).splitlines()[0]
+        raise DatabaseError(f"database {shown_url(url)} cannot be opened ({reason})") from err
     finally:
         engine.dispose()
     after = head_revision()
