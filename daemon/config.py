@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -236,12 +237,29 @@ class Paths(_Section):
         return self
 
 
+def _check_crontab(value: str) -> str:
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as err:
+        raise _problem(f"is not a crontab schedule (e.g. '30 3 * * *'): {err}") from None
+    return value
+
+
+class Backup(_Section):
+    """Online copies of the SQLite log on the wall clock's schedule; off without a folder."""
+
+    folder: FolderPath | None = None
+    schedule: Annotated[str, AfterValidator(_check_crontab)] = "30 3 * * *"  # station local time
+    keep: int = Field(default=14, ge=1)
+
+
 class Database(_Section):
-    """Where results are recorded (an SQLAlchemy URL)."""
+    """Where results are recorded (an SQLAlchemy URL), and where its backups go."""
 
     url: Annotated[str, BeforeValidator(_reject_blank), AfterValidator(_resolve_database_url)] = (
         Field(default="sqlite:///tigerwatch.db", validate_default=True)
     )
+    backup: Backup = Backup()
 
 
 class Model(_Section):
