@@ -21,6 +21,7 @@ from daemon.intake.names import NameFilter
 from daemon.intake.stability import StabilityTracker
 from daemon.intake.watcher import InboxWatcher, WatchedInbox
 from daemon.notify import SystemdNotifier
+from daemon.schedule import start_wall_clock_jobs
 from daemon.storage.database import create_db_engine, upgrade_database
 from daemon.storage.store import Store
 from daemon.worker import Worker
@@ -84,10 +85,13 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
         threads.start("routing", parts.routing.run)
         notifier.ready(f"watching {len(config.paths.inbox)} inbox(es)")
         _log_ready(config, parts.classifier, time.monotonic() - started)
+        wall_clock_jobs = start_wall_clock_jobs(config)
         try:
             _supervise(config, threads, parts.watcher, parts.worker, notifier)
         finally:
             notifier.stopping()
+            if wall_clock_jobs is not None:
+                wall_clock_jobs.shutdown(wait=True)  # a backup under way is finished, not cut
             parts.watcher.stop()
             threads.stop_all()
     finally:
