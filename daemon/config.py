@@ -1,14 +1,12 @@
 """Read the station's YAML configuration once into validated, immutable objects."""
 
-import difflib
 import grp
 import logging
 import os
 import re
-import types
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
 from apscheduler.triggers.cron import CronTrigger
@@ -23,18 +21,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
 
 from daemon.config_checks import layout_problems
+from daemon.config_errors import Explainer, Loc
+from daemon.config_errors import problem as _problem
+from daemon.config_errors import problems as _problems
 from daemon.storage.urls import anchored_url
 
 logger = logging.getLogger(__name__)
-
-# A key path inside the YAML document, e.g. ("paths", "inbox", 0, "path").
-Loc = tuple[str | int, ...]
-
-# Error type for validators that report several problems at once, each at its own sub-path.
-_MANY_PROBLEMS = "tigerwatch_problems"
 
 
 class ConfigError(Exception):
@@ -47,16 +41,6 @@ class ConfigError(Exception):
 
 
 # --- small validators shared by the models ---------------------------------------------------
-
-
-def _problem(message: str) -> PydanticCustomError:
-    # The message goes through the context so that braces in it are never read as placeholders.
-    return PydanticCustomError("tigerwatch", "{message}", {"message": message})
-
-
-def _problems(found: list[tuple[Loc, str]]) -> PydanticCustomError:
-    summary = "; ".join(message for _, message in found)
-    return PydanticCustomError(_MANY_PROBLEMS, "{summary}", {"summary": summary, "problems": found})
 
 
 def _base_dir(info: ValidationInfo) -> Path | None:
@@ -450,6 +434,10 @@ def _duplicate_labels(labels: tuple[Label, ...]) -> list[tuple[Loc, str]]:
     return found
 
 
+# Messages name the YAML keys of Config, never the fields the loader sets.
+_EXPLAINER = Explainer(Config, _LOADER_FIELDS)
+
+
 # --- loading -----------------------------------------------------------------------------------
 
 
@@ -479,7 +467,7 @@ def parse_config(data: object, *, source: Path) -> Config:
     try:
         config = Config.model_validate(values, context={"base_dir": absolute_source.parent})
     except ValidationError as err:
-        problems.extend(_explain(err, shown))
+        problems.extend(_EXPLAINER.lines(err, shown))
     if problems:
         raise ConfigError(source, problems)
     return config
@@ -529,164 +517,3 @@ def _describe_yaml_error(err: yaml.YAMLError) -> str:
 def _kind(value: object) -> str:
     kinds = {list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
     return kinds.get(type(value), type(value).__name__)
-
-
-# --- turning pydantic's errors into one line per problem ------------------------------------------
-
-
-def _explain(err: ValidationError, shown: str) -> list[str]:
-    lines: list[str] = []
-    for error in err.errors():
-        for loc, message in _split(error):
-            key = _format_loc(loc)
-            line = f"{shown}: {key}: {message}" if key else f"{shown}: {message}"
-            if line not in lines:
-                lines.append(line)
-    return lines
-
-
-def _split(error: ErrorDetails) -> Iterator[tuple[Loc, str]]:
-    """Yield (clean key path, human message) pairs; one pydantic error may carry several."""
-    if error["type"] == _MANY_PROBLEMS:
-        loc, _ = _walk(error["loc"], keep_last=False)
-        for sub_loc, message in error.get("ctx", {})["problems"]:
-            yield (*loc, *sub_loc), message
-        return
-    if _only_counts_failed_items(error):
-        return
-    if error["type"] == "invalid_key":  # a YAML key that is not text, such as `3:`
-        loc, _ = _walk((*error["loc"][:-1], str(error["input"])), keep_last=True)
-        yield loc, "unknown key"
-        return
-    keep_last = error["type"] == "extra_forbidden"
-    loc, annotation = _walk(error["loc"], keep_last=keep_last)
-    yield loc, _human_message(error, loc, annotation)
-
-
-def _only_counts_failed_items(error: ErrorDetails) -> bool:
-    """pydantic adds "too short" when list items fail; the item errors already say why."""
-    entries = error["input"]
-    minimum = error.get("ctx", {}).get("min_length", 0)
-    return (
-        error["type"] == "too_short"
-        and isinstance(entries, list | tuple)
-        and len(entries) >= minimum
-    )
-
-
-_MESSAGES = {
-    "missing": "is required",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "int_type": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "finite_number": "must be a finite number",
-    "string_type": "must be text",
-    "path_type": "must be a folder path",
-    "tuple_type": "must be a list",
-    "list_type": "must be a list",
-    "model_type": "must be a mapping of keys to values",
-    "model_attributes_type": "must be a mapping of keys to values",
-    "dict_type": "must be a mapping of keys to values",
-    "string_too_short": "must not be empty",
-    "greater_than": "must be greater than {gt}",
-    "greater_than_equal": "must be at least {ge}",
-    "less_than": "must be less than {lt}",
-    "less_than_equal": "must be at most {le}",
-    "too_short": "must have at least {min_length} entries",
-    "too_long": "must have at most {max_length} entries",
-}
-
-
-def _human_message(error: ErrorDetails, loc: Loc, annotation: Any) -> str:
-    kind = error["type"]
-    ctx = error.get("ctx", {})
-    if error["input"] is None and kind.endswith(("_type", "_parsing")):
-        return "must not be empty"
-    if kind == "extra_forbidden":
-        return _unknown_key_message(loc)
-    if kind == "literal_error":
-        choices = get_args(annotation) if get_origin(annotation) is Literal else ()
-        return f"must be one of {', '.join(map(str, choices))}" if choices else error["msg"]
-    if kind == "too_short" and ctx.get("min_length") == 1:
-        return "must not be empty"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    template = _MESSAGES.get(kind)
-    if template is None:
-        return error["msg"]
-    return template.format(**{name: _plain_number(value) for name, value in ctx.items()})
-
-
-def _plain_number(value: object) -> object:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _unknown_key_message(loc: Loc) -> str:
-    known = _known_keys(loc[:-1])
-    key = str(loc[-1]) if loc else ""
-    close = difflib.get_close_matches(key, known, n=1)
-    if close:
-        return f"unknown key (did you mean {close[0]!r}?)"
-    return f"unknown key (known keys: {', '.join(known)})" if known else "unknown key"
-
-
-def _yaml_keys(model: type[BaseModel]) -> list[str]:
-    return [name for name in model.model_fields if name not in _LOADER_FIELDS]
-
-
-def _known_keys(parent: Loc) -> list[str]:
-    _, annotation = _walk(parent, keep_last=False)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return _yaml_keys(annotation)
-    return []
-
-
-def _walk(loc: tuple[str | int, ...], *, keep_last: bool) -> tuple[Loc, Any]:
-    """Keep the loc segments that are YAML keys or list positions; drop pydantic's own tags.
-
-    Returns the cleaned key path and the type annotation found at its end.
-    """
-    clean: list[str | int] = []
-    current: Any = Config
-    for position, segment in enumerate(loc):
-        current = _unwrap(current)
-        is_model = isinstance(current, type) and issubclass(current, BaseModel)
-        if is_model and isinstance(segment, str) and segment in _yaml_keys(current):
-            clean.append(segment)
-            current = current.model_fields[segment].annotation
-        elif isinstance(segment, int) and get_origin(current) is tuple:
-            clean.append(segment)
-            current = get_args(current)[0]
-        elif keep_last and position == len(loc) - 1:
-            clean.append(segment)
-            current = None
-    return tuple(clean), _unwrap(current)
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Annotated[...] and `| None` to reach the type that describes the value."""
-    while True:
-        origin = get_origin(annotation)
-        if origin is Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin in (Union, types.UnionType):
-            members = [arg for arg in get_args(annotation) if arg is not type(None)]
-            if len(members) != 1:
-                return annotation
-            annotation = members[0]
-        else:
-            return annotation
-
-
-def _format_loc(loc: Loc) -> str:
-    text = ""
-    for segment in loc:
-        if isinstance(segment, int):
-            text += f"[{segment}]"
-        else:
-            text += f".{segment}" if text else segment
-    return text
