@@ -3,11 +3,10 @@
 import grp
 import logging
 import os
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
@@ -21,6 +20,7 @@ from pydantic import (
 )
 
 from daemon.config_checks import layout_problems
+from daemon.config_errors import ConfigError as ConfigError  # re-exported: callers catch it here
 from daemon.config_errors import Explainer, Loc
 
 # `x as _x`: the models below keep the private names these had when they were defined here.
@@ -35,17 +35,9 @@ from daemon.config_fields import reject_blank as _reject_blank
 from daemon.config_fields import resolve_database_url as _resolve_database_url
 from daemon.config_fields import resolve_model_location as _resolve_model_location
 from daemon.config_fields import upper as _upper
+from daemon.config_yaml import read_yaml
 
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; `problems` holds every reason, one line each."""
-
-    def __init__(self, path: Path, problems: Iterable[str]) -> None:
-        self.path = path
-        self.problems = tuple(problems)
-        super().__init__("\n".join(self.problems))
 
 
 class _Section(BaseModel):
@@ -354,7 +346,7 @@ _EXPLAINER = Explainer(Config, _LOADER_FIELDS)
 
 def load_config(path: Path) -> Config:
     """Read, parse and validate a YAML config file; every problem is reported at once."""
-    config = parse_config(_read_yaml(path), source=path)
+    config = parse_config(read_yaml(path), source=path)
     logger.debug("Loaded configuration from %s", path)
     return config
 
@@ -382,47 +374,6 @@ def parse_config(data: object, *, source: Path) -> Config:
     if problems:
         raise ConfigError(source, problems)
     return config
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key given twice (PyYAML silently keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        self.flatten_mapping(node)
-        seen: set[Hashable] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} is given twice", key_node.start_mark
-                )
-            if isinstance(key, Hashable):
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _read_yaml(path: Path) -> object:
-    shown = str(path)
-    try:
-        text = path.expanduser().read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise ConfigError(path, [f"{shown}: no such file"]) from err
-    except OSError as err:
-        raise ConfigError(path, [f"{shown}: cannot read the file: {err.strerror or err}"]) from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(path, [f"{shown}: is not UTF-8 text ({err.reason})"]) from err
-    try:
-        # Safe: _UniqueKeyLoader is a SafeLoader, so no arbitrary Python objects are built.
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as err:
-        raise ConfigError(path, [f"{shown}: {_describe_yaml_error(err)}"]) from err
-
-
-def _describe_yaml_error(err: yaml.YAMLError) -> str:
-    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
-        mark = err.problem_mark
-        return f"YAML error at line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
-    return f"YAML error: {err}"
 
 
 def _kind(value: object) -> str:

@@ -2,8 +2,9 @@
 
 import difflib
 import types
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -14,6 +15,15 @@ Loc = tuple[str | int, ...]
 
 # Error type for validators that report several problems at once, each at its own sub-path.
 MANY_PROBLEMS = "tigerwatch_problems"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` holds every reason, one line each."""
+
+    def __init__(self, path: Path, problems: Iterable[str]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
 
 
 def problem(message: str) -> PydanticCustomError:
