@@ -44,7 +44,8 @@ from PIL import ExifTags, Image, ImageDraw, ImageFont
 from transformers import CLIPModel, CLIPProcessor
 from transformers.utils import logging as transformers_logging
 
-from daemon.classify.classifier import PRECISIONS, ClipClassifier, Precision
+from daemon.classify.classifier import ClipClassifier
+from daemon.classify.precision import PRECISIONS, Precision
 from daemon.config import DEFAULT_LABELS, Model
 from daemon.decode.imaging import ImageError, decode_image
 from scripts.make_test_model import build_test_model

@@ -110,7 +110,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from daemon.classify.classifier import ClipClassifier, ModelLoadError
+    from daemon.classify.classifier import ClipClassifier
+    from daemon.classify.loading import ModelLoadError
     from daemon.classify.oneshot import classify_files
     from daemon.classify.output import print_json, print_text, write_plots
 
@@ -163,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
 
-    from daemon.classify.classifier import ModelLoadError
+    from daemon.classify.loading import ModelLoadError
     from daemon.service import run_daemon
     from daemon.storage.database import DatabaseError
 
@@ -198,7 +199,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _download_model(args: argparse.Namespace) -> int:
-    from daemon.classify.classifier import ModelLoadError, download_model
+    from daemon.classify.loading import ModelLoadError, download_model
 
     configure_logging("INFO")
     try:

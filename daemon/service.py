@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-from daemon.classify.classifier import ClipClassifier, use_threads
+from daemon.classify.classifier import ClipClassifier
+from daemon.classify.precision import use_threads
 from daemon.config import Config
 from daemon.decode.pool import DecoderPool
 from daemon.delivery.permissions import Ownership

@@ -19,13 +19,9 @@ from safetensors import safe_open
 from transformers import CLIPModel, CLIPProcessor
 from transformers.activations import QuickGELUActivation
 
-from daemon.classify.classifier import (
-    Classification,
-    ClipClassifier,
-    InPlaceQuickGELU,
-    ModelLoadError,
-    download_model,
-)
+from daemon.classify.classifier import Classification, ClipClassifier
+from daemon.classify.loading import ModelLoadError, download_model
+from daemon.classify.precision import InPlaceQuickGELU
 from scripts.make_test_model import build_test_model
 
 EXACT = 1e-5
