@@ -17,8 +17,6 @@ MAX_MODULE_LINES = 450
 # Still over the limit, each capped at its size today so that it can only shrink (the layout
 # issue stays open until this is empty).
 OVER_THE_LIMIT_FOR_NOW = {
-    "daemon/config.py": 715,
-    "daemon/classify/classifier.py": 505,
     "daemon/delivery/fileops.py": 499,
 }
 
