@@ -167,10 +167,11 @@ def test_a_failing_revision_rolls_the_whole_upgrade_back(
 ) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(database.MIGRATIONS_DIR, migrations)
-    (migrations / "versions" / "0002_broken.py").write_text(
+    (migrations / "versions" / "9999_broken.py").write_text(
         "from alembic import op\n"
         "import sqlalchemy as sa\n"
-        "revision = '0002'\ndown_revision = '0001'\nbranch_labels = None\ndepends_on = None\n"
+        f"revision = '9999'\ndown_revision = '{head_revision()}'\n"
+        "branch_labels = None\ndepends_on = None\n"
         "def upgrade():\n"
         "    op.add_column('rejects', sa.Column('extra', sa.Integer()))\n"
         "    raise RuntimeError('broken revision')\n"
@@ -182,8 +183,42 @@ def test_a_failing_revision_rolls_the_whole_upgrade_back(
     with pytest.raises(RuntimeError, match="broken revision"):
         upgrade_database(url)
 
-    # Nothing of 0001 nor of 0002 survived: the upgrade was one transaction.
+    # Nothing of the real revisions nor of the broken one survived: it was one transaction.
     assert sqlite_schema(tmp_path / "broken.db") == []
+
+
+def test_0002_drops_next_attempt_at_and_keeps_the_rows_and_their_checks(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    migration_engine = database.create_migration_engine(url)
+    try:
+        with migration_engine.begin() as connection:
+            command.upgrade(database.alembic_config(connection), "0001")
+    finally:
+        migration_engine.dispose()
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            "INSERT INTO images (id, sha256, original_path, first_seen_at, state, attempts, "
+            "next_attempt_at) VALUES (1, ?, '/in/a.jpg', '2026-01-01 00:00:00', 'queued', 2, "
+            "'2026-01-01 00:05:00')",
+            ("a" * 64,),
+        )
+        raw.execute(
+            "INSERT INTO classifications (image_id, created_at, model_name, precision, labels, "
+            "probabilities, target_score, decision, positive_threshold, uncertain_threshold) "
+            "VALUES (1, '2026-01-01 00:01:00', 'm', 'fp32', '[]', '{}', 0.1, 'negative', 0.5, 0.2)"
+        )
+
+    upgrade_database(url)
+
+    with sqlite3.connect(path) as raw:
+        columns = [row[1] for row in raw.execute("PRAGMA table_info(images)")]
+        assert "next_attempt_at" not in columns
+        assert raw.execute("SELECT id, attempts FROM images").fetchall() == [(1, 2)]
+        assert raw.execute("SELECT image_id FROM classifications").fetchall() == [(1,)]
+        assert raw.execute("SELECT id, model_name FROM image_latest").fetchall() == [(1, "m")]
+        with pytest.raises(sqlite3.IntegrityError, match="ck_images_state"):
+            raw.execute("UPDATE images SET state = 'lost'")
 
 
 def test_frozen_view_sql_in_the_newest_revision_equals_the_constant() -> None:

@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 
 from daemon.storage import database
-from daemon.storage.database import DatabaseError, upgrade_database
+from daemon.storage.database import DatabaseError, head_revision, upgrade_database
 
-NEXT_REVISION = '''"""A later schema change, for the backup test."""
+# The revision this code ships as its newest, and one a newer tigerwatch would add after it.
+HEAD = head_revision()
+LATER = "9999"
+NEXT_REVISION = f'''"""A later schema change, for the backup test."""
 
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "{LATER}"
+down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
 
@@ -40,7 +43,7 @@ def newer_migrations(tmp_path: Path) -> Path:
     """A copy of migrations/ with one more revision, as a newer tigerwatch would ship."""
     folder = tmp_path / "migrations"
     shutil.copytree(database.MIGRATIONS_DIR, folder)
-    (folder / "versions" / "0002_later_feature.py").write_text(NEXT_REVISION)
+    (folder / "versions" / f"{LATER}_later_feature.py").write_text(NEXT_REVISION)
     return folder
 
 
@@ -59,10 +62,10 @@ def test_database_at_previous_revision_is_backed_up_then_upgraded(
 
     upgrade_database(url)
 
-    assert _revision(db) == "0002"
-    backups = list(tmp_path.glob("tw.db.before-0002-*.bak"))
+    assert _revision(db) == LATER
+    backups = list(tmp_path.glob(f"tw.db.before-{LATER}-*.bak"))
     assert len(backups) == 1
-    assert _revision(backups[0]) == "0001"
+    assert _revision(backups[0]) == HEAD
     with sqlite3.connect(backups[0]) as connection:
         assert connection.execute("SELECT reason FROM rejects").fetchall() == [("test row",)]
 
@@ -81,12 +84,12 @@ def test_database_from_a_newer_version_is_refused_untouched(
     url = f"sqlite:///{db}"
     with monkeypatch.context() as newer:
         newer.setattr(database, "MIGRATIONS_DIR", newer_migrations)
-        upgrade_database(url)  # a newer tigerwatch brought it to 0002
+        upgrade_database(url)  # a newer tigerwatch brought it to LATER
     before = db.read_bytes()
 
-    with pytest.raises(DatabaseError, match=r"0002.*newer tigerwatch"):
+    with pytest.raises(DatabaseError, match=rf"{LATER}.*newer tigerwatch"):
         upgrade_database(url)
 
-    assert _revision(db) == "0002"
+    assert _revision(db) == LATER
     assert db.read_bytes() == before
     assert list(tmp_path.glob("*.bak")) == []

@@ -56,7 +56,6 @@ SELECT
     i.state,
     i.decision,
     i.attempts,
-    i.next_attempt_at,
     i.last_error,
     i.intended_path,
     i.final_path,
@@ -228,7 +227,6 @@ class Image(Base):
     )
     decision: Mapped[ImageDecision | None] = mapped_column(StrEnumType(ImageDecision))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # retry backoff
     last_error: Mapped[str | None] = mapped_column(Message)
     intended_path: Mapped[str | None] = mapped_column(FsPath)  # recorded before the move
     final_path: Mapped[str | None] = mapped_column(FsPath)  # recorded after the move
