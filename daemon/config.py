@@ -280,19 +280,6 @@ class Config(_Section):
     logging: Logging = Field(default_factory=Logging)
     source: Path
 
-    @property
-    def label_texts(self) -> tuple[str, ...]:
-        return tuple(label.text for label in self.labels)
-
-    @property
-    def target_labels(self) -> tuple[str, ...]:
-        return tuple(label.text for label in self.labels if label.target)
-
-    @property
-    def target_indices(self) -> tuple[int, ...]:
-        """Positions of the target labels in `labels` (and in `label_texts`)."""
-        return tuple(index for index, label in enumerate(self.labels) if label.target)
-
     @model_validator(mode="before")
     @classmethod
     def _validate_every_section(cls, data: object) -> object:

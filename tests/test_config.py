@@ -598,9 +598,6 @@ def test_labels_are_stripped_and_may_be_plain_text(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, minimal_config() | {"labels": labels}))
 
     assert config.labels == (Label(text="an Amur tiger", target=True), Label(text="a wild boar"))
-    assert config.label_texts == ("an Amur tiger", "a wild boar")
-    assert config.target_labels == ("an Amur tiger",)
-    assert config.target_indices == (0,)
 
 
 def test_empty_sections_mean_defaults(tmp_path: Path) -> None:
