@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import random
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -17,12 +20,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from daemon.config import Config, load_config
 from daemon.service import run_daemon
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+# Generous ceilings for polling: a loaded 2-core machine must not make the tests flaky. They
+# only bound how long a hang takes to fail; nothing asserts how fast anything happened.
+SETTLE_TIMEOUT = 60.0
+PROCESS_START_TIMEOUT = 120.0
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, *, interval: float = 0.05) -> bool:
@@ -33,6 +41,50 @@ def wait_for(predicate: Callable[[], bool], timeout: float, *, interval: float =
             return True
         time.sleep(interval)
     return predicate()
+
+
+def wait_until(
+    predicate: Callable[[], bool],
+    what: str,
+    timeout: float = SETTLE_TIMEOUT,
+    *,
+    interval: float = 0.05,
+) -> None:
+    """wait_for that fails the test, naming what it waited for."""
+    assert wait_for(predicate, timeout, interval=interval), (
+        f"timed out after {timeout} s waiting for {what}"
+    )
+
+
+# --- making files ---------------------------------------------------------------------------------
+
+
+def noise_jpeg(
+    seed: int, size: tuple[int, int] = (64, 48), *, exif: Image.Exif | None = None
+) -> bytes:
+    """A JPEG of random pixels: a distinct content for every seed."""
+    rng = random.Random(seed)
+    image = Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3))
+    buffer = io.BytesIO()
+    extra = {} if exif is None else {"exif": exif}
+    image.save(buffer, "JPEG", quality=90, **extra)
+    return buffer.getvalue()
+
+
+def with_comment(jpeg: bytes, text: str) -> bytes:
+    """The same picture with a COM segment: other bytes, same pixels, same decoding cost."""
+    payload = text.encode()
+    return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_file(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
 
 @dataclass(frozen=True)
@@ -158,6 +210,19 @@ def migrated(station: Station) -> bool:
     except sqlite3.OperationalError:
         return False
     return True
+
+
+def scalar(station: Station, sql: str, *params: object) -> int:
+    """One integer from the database; 0 while the schema does not exist yet."""
+    if not migrated(station):
+        return 0
+    value = query(station, sql, *params)[0][0]
+    assert isinstance(value, int), value
+    return value
+
+
+def count(station: Station, table: str) -> int:
+    return scalar(station, f"SELECT count(*) FROM {table}")
 
 
 def images_done(station: Station) -> int:

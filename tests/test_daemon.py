@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -18,7 +17,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,41 +33,35 @@ import daemon.worker
 from daemon.delivery.fileops import move_durably
 from daemon.storage.store import QueuedImage
 from tests.daemon_support import (
+    PROCESS_START_TIMEOUT,
     REPO_ROOT,
+    SETTLE_TIMEOUT,
     Station,
     check_invariant,
+    count,
     daemon_thread,
     images_done,
     make_station,
     migrated,
+    noise_jpeg,
     query,
+    scalar,
     settled,
+    sha256_hex,
     sha256_of,
     start_daemon_process,
     stop_daemon_process,
     wait_for,
+    wait_until,
+    with_comment,
+    write_file,
 )
 
-# Generous ceilings for polling: a loaded 2-core machine must not make the tests flaky.
-SETTLE_TIMEOUT = 30.0
-PROCESS_START_TIMEOUT = 90.0
 CLASSIFIED = {"positive", "uncertain", "negative"}
 FAST_WATCH = {"quiet_seconds": 0.3, "rescan_interval_seconds": 60, "health_check_seconds": 0.5}
 
 
 # --- making images -------------------------------------------------------------------------------
-
-
-def noise_jpeg(
-    seed: int, size: tuple[int, int] = (64, 48), *, exif: Image.Exif | None = None
-) -> bytes:
-    """A JPEG of random pixels: a distinct content for every seed."""
-    rng = random.Random(seed)
-    image = Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3))
-    buffer = io.BytesIO()
-    extra = {} if exif is None else {"exif": exif}
-    image.save(buffer, "JPEG", quality=90, **extra)
-    return buffer.getvalue()
 
 
 def png_bytes(seed: int) -> bytes:
@@ -94,20 +87,10 @@ def with_corrupt_exif(jpeg: bytes) -> bytes:
     return jpeg[:2] + segment + jpeg[2:]
 
 
-def with_comment(jpeg: bytes, text: str) -> bytes:
-    """The same picture with a COM segment: other bytes, same pixels, same decoding cost."""
-    payload = text.encode()
-    return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
-
-
 def exif_taken_on(stamp: str) -> Image.Exif:
     exif = Image.Exif()
     exif[0x0132] = stamp  # DateTime in IFD0; the parser also falls back to it
     return exif
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # --- reading the outcome -------------------------------------------------------------------------
@@ -143,16 +126,6 @@ def image_row(station: Station, path: Path) -> ImageRow | None:
 def row_done(station: Station, path: Path) -> bool:
     row = image_row(station, path)
     return row is not None and row.state == "done"
-
-
-def scalar(station: Station, sql: str, *params: object) -> int:
-    value = query(station, sql, *params)[0][0]
-    assert isinstance(value, int), value
-    return value
-
-
-def count(station: Station, table: str) -> int:
-    return scalar(station, f"SELECT count(*) FROM {table}") if migrated(station) else 0
 
 
 def classifications_of(station: Station, image_id: int) -> int:
@@ -235,18 +208,6 @@ def assert_quarantined(station: Station, path: Path, reason_fragment: str) -> No
     assert str(path) in note
 
 
-def wait_until(
-    predicate: Callable[[], bool],
-    what: str,
-    timeout: float = SETTLE_TIMEOUT,
-    *,
-    interval: float = 0.05,
-) -> None:
-    assert wait_for(predicate, timeout, interval=interval), (
-        f"timed out after {timeout} s waiting for {what}"
-    )
-
-
 def wait_settled(station: Station, images: int) -> None:
     def done() -> bool:
         return settled(station) and count(station, "images") >= images
@@ -257,12 +218,6 @@ def wait_settled(station: Station, images: int) -> None:
 def wait_ready(service_log: pytest.LogCaptureFixture) -> None:
     """Wait for the in-process daemon's "ready" line: watching, with the model loaded."""
     wait_until(lambda: "ready in" in service_log.text, "the daemon to be ready")
-
-
-def write_file(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 # --- subprocess helpers --------------------------------------------------------------------------

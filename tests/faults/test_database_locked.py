@@ -16,6 +16,7 @@ from tests.daemon_support import (
     check_invariant,
     images_done,
     make_station,
+    noise_jpeg,
     query,
     settled,
     sha256_of,
@@ -23,7 +24,6 @@ from tests.daemon_support import (
     stop_daemon_process,
     wait_for,
 )
-from tests.test_daemon import noise_jpeg
 
 LOCK_SECONDS = 15.0
 BEFORE_LOCK = 200  # the daemon is busy with these when the lock is taken

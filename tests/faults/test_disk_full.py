@@ -20,12 +20,13 @@ from tests.daemon_support import (
     images_done,
     make_station,
     mounted_tmpfs,
+    noise_jpeg,
     query,
+    scalar,
     settled,
     sha256_of,
     wait_for,
 )
-from tests.test_daemon import noise_jpeg, scalar
 
 DISK_SIZE = "2m"
 HEADROOM = 40 * 1024  # left free beside the filler: room for one or two frames, not for all

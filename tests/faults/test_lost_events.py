@@ -16,11 +16,12 @@ from tests.daemon_support import (
     daemon_thread,
     images_done,
     make_station,
+    noise_jpeg,
+    scalar,
     settled,
     sha256_of,
     wait_for,
 )
-from tests.test_daemon import noise_jpeg, scalar
 
 FILES = 5_000
 FOLDERS = 10  # cards/DCIM folders the files are spread over, as an upload of several cards

@@ -21,6 +21,8 @@ from tests.daemon_support import (
     images_done,
     inbox_files,
     make_station,
+    noise_jpeg,
+    scalar,
     start_daemon_process,
     wait_for,
 )
@@ -35,7 +37,6 @@ from tests.test_crash import (
     placement_problems,
     tigerwatch_status,
 )
-from tests.test_daemon import noise_jpeg, scalar
 
 SEED_VARIABLE = "TIGERWATCH_SIGKILL_SEED"  # set to replay a failed run; printed in every message
 
