@@ -56,6 +56,14 @@ def wait_until(
     )
 
 
+def returns_within(call: Callable[[], object], timeout: float) -> bool:
+    """Run `call` in a thread; True when it returned within `timeout`: a hang guard only."""
+    thread = threading.Thread(target=call, name="returns-within", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
+
+
 # --- making files ---------------------------------------------------------------------------------
 
 

@@ -344,15 +344,15 @@ def test_slow_writer_is_classified_once_with_its_full_content(
     step = len(data) // 7 + 1
     chunks = [data[start : start + step] for start in range(0, len(data), step)]
     slow = station.inbox / "slow.jpg"
+    # By construction, not by measurement: the pauses alone outlast two quiet periods.
+    assert len(chunks) * pause > 2 * quiet
     with daemon_thread(station):
         wait_ready(service_log)
-        started = time.monotonic()
         for chunk in chunks:
             with slow.open("ab") as writer:
                 writer.write(chunk)
             assert not mentions(station, "slow.jpg"), "recorded while still being written"
             time.sleep(pause)  # the writer's pace, not a wait for the daemon
-        assert time.monotonic() - started > 2 * quiet  # the upload outlasts the quiet period
         wait_settled(station, images=1)
     assert count(station, "images") == 1
     assert count(station, "duplicates") == count(station, "rejects") == 0
@@ -483,16 +483,11 @@ def test_rescan_finds_files_the_watcher_never_reported(
     with daemon_thread(station):
         wait_until(lambda: row_done(station, early), "the file found by the start-up scan")
         late = write_file(station.inbox / "while-deaf.jpg", late_data)
-        dropped_at = time.monotonic()
-        wait_until(
-            lambda: row_done(station, late),
-            "the file found by the periodic rescan",
-            timeout=2 * interval + 2.0,
-        )
-        found_after = time.monotonic() - dropped_at
+        # The start-up scan is over and no event ever comes: only a periodic rescan can find
+        # it. The wait is a hang guard (SETTLE_TIMEOUT), not a claim about how soon.
+        wait_until(lambda: row_done(station, late), "the file found by the periodic rescan")
     assert_classified(station, image_row(station, early), early_sha)
     assert_classified(station, image_row(station, late), sha256_hex(late_data))
-    assert found_after <= 2 * interval + 2.0
     assert check_invariant(station, {early_sha, sha256_hex(late_data)}) == []
 
 

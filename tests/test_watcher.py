@@ -16,6 +16,7 @@ from watchdog.observers import Observer
 import daemon.intake.watcher as watcher_module
 from daemon.intake.names import NameFilter
 from daemon.intake.watcher import InboxWatcher, WatchedInbox
+from tests.daemon_support import returns_within
 
 TIMEOUT = 10.0
 POLL = 0.1
@@ -361,10 +362,9 @@ def test_stop_ends_every_observer_thread(
     observers = [active.observer for active in watcher._active.values()]
     assert len(observers) == 2
 
-    began = time.monotonic()
-    watcher.stop()
+    # Hang guard only: stop() joins the observer threads.
+    assert returns_within(watcher.stop, 30.0), "stop() did not return"
 
-    assert time.monotonic() - began < 5
     assert not any(observer.is_alive() for observer in observers)
     assert not watcher.is_healthy()
     assert watcher.check_health() == []

@@ -1,6 +1,12 @@
 """Fault 7: the station's wall clock jumps a day forwards and backwards during quiet periods,
 retry delays and rescans: nothing is taken early, nothing gets stuck.
 
+No duration is asserted. "Not early" is checked one way only: a row (or attempt) that a read
+saw, when that read ended before the earliest moment it could be due, came early; a slow
+machine only makes such a read end later, so it can never fail these checks. "Not stuck" is a
+hang guard (SETTLE_TIMEOUT): a timer on the jumped wall clock would wait a day. How long things
+took is printed as figures.
+
 The real system clock is never touched. Instead every wall-clock source the daemon (and the
 scheduler library it uses, if any) can reach is replaced by one that reads real time plus an
 offset the test jumps: the `time` module's wall-clock functions and `datetime.now()` as seen
@@ -28,6 +34,7 @@ import pytest
 import daemon.intake.watcher
 from tests.daemon_support import (
     REPO_ROOT,
+    SETTLE_TIMEOUT,
     Station,
     check_invariant,
     daemon_thread,
@@ -163,6 +170,13 @@ def assert_only_timestamps_read_the_wall_clock(clock: StationClock) -> None:
     assert readers <= WALL_CLOCK_READERS_ALLOWED, readers
 
 
+def assert_not_taken_before(station: Station, path: Path, due: float, what: str) -> None:
+    """A row for `path` seen by a read that ended before `due` (monotonic) was taken early."""
+    taken = has_row(station, path)
+    read_ended = time.monotonic()
+    assert not (taken and read_ended < due), what
+
+
 # --- (a) a slow writer's quiet period ------------------------------------------------------------
 
 
@@ -186,24 +200,24 @@ def test_wall_clock_jumps_during_a_quiet_period_neither_take_early_nor_stall(
         warm = write_file(station.inbox / "warm-up.jpg", noise_jpeg(2))
         wait_until(lambda: row_done(station, warm), "the warm-up file")
         for index, chunk in enumerate(chunks):
+            last_write = time.monotonic()  # before the write: the quiet period starts after
             with slow.open("ab") as writer:
                 writer.write(chunk)
-            last_write = time.monotonic()
             stamp = int(station_clock.read(None) * 1e9)
             os.utime(slow, ns=(stamp, stamp))  # what the kernel would stamp with the jumped clock
             if index in jumps_after_chunk:
                 station_clock.jump(jumps_after_chunk[index])
-            assert not has_row(station, slow), "taken while still being written"
+            due = last_write + quiet
+            assert_not_taken_before(station, slow, due, "taken while still being written")
             time.sleep(pause)  # the writer's pace, not a wait for the daemon
         time.sleep(quiet / 3)  # into the final quiet period, then the clock jumps both ways
         station_clock.jump(+DAY)
-        assert not has_row(station, slow), "taken early after a forward jump"
+        assert_not_taken_before(station, slow, due, "taken early after a forward jump")
         time.sleep(quiet / 3)
         station_clock.jump(-DAY)
-        assert not has_row(station, slow), "taken early after a backward jump"
-        wait_until(
-            lambda: has_row(station, slow), "the slow file's row", timeout=quiet + 10, interval=0.01
-        )
+        assert_not_taken_before(station, slow, due, "taken early after a backward jump")
+        # Hang guard: a quiet period timed on the wall clock set back would last a day.
+        wait_until(lambda: has_row(station, slow), "the slow file's row", interval=0.01)
         taken_after = time.monotonic() - last_write
         wait_until(lambda: settled(station), "an idle daemon")
     figures = {
@@ -213,7 +227,6 @@ def test_wall_clock_jumps_during_a_quiet_period_neither_take_early_nor_stall(
         "wall-clock readers in daemon code": dict(station_clock.readers),
     }
     report("clock jumps (a): during a slow writer's quiet period", figures)
-    assert quiet <= taken_after <= quiet + 5.0, figures
     assert_only_timestamps_read_the_wall_clock(station_clock)
     assert check_invariant(station, {sha256_hex(data), sha256_hex(noise_jpeg(2))}) == []
 
@@ -226,6 +239,30 @@ def attempts_of(station: Station, path: Path) -> int:
         return 0
     rows = query(station, "SELECT attempts FROM images WHERE original_path = ?", str(path))
     return int(str(rows[0][0])) if rows else 0
+
+
+def wait_for_attempt(
+    station: Station, path: Path, attempt: int, *, not_before: float | None = None
+) -> float | None:
+    """Poll until `attempt` is recorded (hang guard: SETTLE_TIMEOUT).
+
+    Fails when a read that saw it ended before `not_before` (monotonic): it came early.
+    Returns when the last read that did not see it yet began (it was recorded after that), or
+    None when the first read already saw it.
+    """
+    not_yet: float | None = None
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        began = time.monotonic()
+        seen = attempts_of(station, path)
+        ended = time.monotonic()
+        if seen >= attempt:
+            early = not_before is not None and ended < not_before
+            assert not early, f"attempt {attempt} came before its retry delay was up"
+            return not_yet
+        not_yet = began
+        assert ended < deadline, f"timed out after {SETTLE_TIMEOUT} s waiting for attempt {attempt}"
+        time.sleep(0.01)
 
 
 def test_wall_clock_jumps_during_retry_delays_neither_retry_early_nor_stall(
@@ -248,17 +285,15 @@ def test_wall_clock_jumps_during_retry_delays_neither_retry_early_nor_stall(
     with daemon_thread(station):
         bad = write_file(station.inbox / "undecodable.jpg", bad_data)
         # Each jump right after an attempt is recorded, i.e. at the start of its retry delay.
+        # The next attempt is due `delay x attempt` after this one was recorded, and it was
+        # recorded after `not_yet`: seeing the next one before not_yet + delay x attempt is early.
+        not_yet = wait_for_attempt(station, bad, 1)
+        seen[1] = time.monotonic()
         for attempt, jump in ((1, +DAY), (2, -2 * DAY)):
-            wait_until(
-                lambda attempt=attempt: attempts_of(station, bad) >= attempt,  # type: ignore[misc]
-                f"attempt {attempt}",
-                interval=0.01,
-            )
-            seen[attempt] = time.monotonic()
-            assert attempts_of(station, bad) == attempt, "retried without waiting"
             station_clock.jump(jump)
-        wait_until(lambda: attempts_of(station, bad) >= attempts, "the last attempt", interval=0.01)
-        seen[attempts] = time.monotonic()
+            due = None if not_yet is None else not_yet + delay * attempt
+            not_yet = wait_for_attempt(station, bad, attempt + 1, not_before=due)
+            seen[attempt + 1] = time.monotonic()
         good = write_file(station.inbox / "good.jpg", good_data)
         wait_until(lambda: row_done(station, good) and row_done(station, bad), "both outcomes")
         wait_until(lambda: settled(station), "an idle daemon")
@@ -271,9 +306,6 @@ def test_wall_clock_jumps_during_retry_delays_neither_retry_early_nor_stall(
         "wall-clock readers in daemon code": dict(station_clock.readers),
     }
     report("clock jumps (b): during a failing file's retry delays", figures)
-    for attempt, gap in gaps.items():
-        due = delay * attempt
-        assert due - 0.1 <= gap <= due + 5.0, figures  # 0.1: the polling's own lag
     (decision,) = query(station, "SELECT decision FROM images WHERE original_path = ?", str(bad))
     assert decision == ("quarantined",)
     assert_only_timestamps_read_the_wall_clock(station_clock)
@@ -292,7 +324,6 @@ def test_rescans_go_on_after_the_wall_clock_jumps(
     """The rescan is the safety net for lost events: a clock set back a day (an RTC corrected
     by NTP) must not switch it off for a day."""
     interval = 1.0
-    bound = 2 * interval + 3.0
     station = make_station(
         tmp_path / "station",
         tiny_model_dir,
@@ -319,10 +350,10 @@ def test_rescans_go_on_after_the_wall_clock_jumps(
             contents.add(sha256_hex(data))
             path = write_file(station.inbox / f"rescan-{seed}.jpg", data)
             dropped = time.monotonic()
+            # Hang guard: a rescan timed on the wall clock set back would wait a day.
             wait_until(
                 lambda path=path: row_done(station, path),  # type: ignore[misc]
                 f"the file dropped {label}, found by a rescan",
-                timeout=bound,
             )
             found_after[label] = round(time.monotonic() - dropped, 2)
         wait_until(lambda: settled(station), "an idle daemon")
@@ -331,7 +362,6 @@ def test_rescans_go_on_after_the_wall_clock_jumps(
         {
             "rescan_interval_seconds": interval,
             "found after (s, monotonic)": found_after,
-            "bound (s)": bound,
             "wall-clock readers": dict(station_clock.readers),
         },
     )

@@ -41,8 +41,6 @@ pytestmark = pytest.mark.fault
 
 FRAMES = 48
 BATCH = 8
-# The bound this test holds the daemon to; systemd's own (TimeoutStopSec) is read from the unit.
-STOP_BOUND_S = 30.0
 DRAIN_TIMEOUT = 120.0
 
 
@@ -183,6 +181,8 @@ MOMENTS: dict[str, Callable[[Station], bool]] = {
 
 
 def sigterm_and_time(process: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """SIGTERM, then the exit code: the wait is as long as systemd's before its SIGKILL, so
+    it fails only where systemd would kill the daemon. The seconds are a printed figure."""
     sent = time.monotonic()
     process.send_signal(signal.SIGTERM)
     code = process.wait(timeout=unit_stop_timeout())
@@ -228,7 +228,6 @@ def test_sigterm_exits_cleanly_and_a_restart_redoes_the_work(
     at_exit = Snapshot.take(station)
 
     assert code == 0, log_text
-    assert stop_seconds < STOP_BOUND_S
     assert "received SIGTERM" in log_text
     assert "STOPPING=1" in lines
     if before_ready:
@@ -257,7 +256,7 @@ def test_sigterm_exits_cleanly_and_a_restart_redoes_the_work(
             "state at the signal": at_signal,
             "state after the exit": at_exit,
             "SIGTERM -> exit (s)": round(stop_seconds, 2),
-            "bound here, unit's TimeoutStopSec (s)": (STOP_BOUND_S, unit_stop_timeout()),
+            "unit's TimeoutStopSec, the wait's limit (s)": unit_stop_timeout(),
             "moves finished after the signal": moves_logged_after_signal(log_text),
             "notify lines from the first process": lines,
             "restart: SIGTERM -> exit when idle (s)": round(restart_stop_seconds, 2),
