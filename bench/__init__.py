@@ -1,0 +1,1 @@
+"""Throughput benchmark of tigerwatch: one module per measurement, on a shared harness."""

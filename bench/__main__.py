@@ -1,0 +1,5 @@
+"""Runs the throughput benchmark: `python -m bench` is `python -m bench.throughput`."""
+
+from bench.throughput import main
+
+raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""(c) The classifier alone on ready 224x224 tensors, per precision, with its fidelity."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.fidelity import Fidelity, compare, embed, preprocessed
+from bench.harness import Rate, say
+from bench.inputs import DRAFT_SIZE, LABELS, TARGETS
+from bench.settings import Settings
+from daemon.classify.classifier import ClipClassifier
+from daemon.classify.precision import PRECISIONS, Precision
+
+
+@dataclass(frozen=True)
+class PrecisionResult:
+    precision: Precision
+    speed: Rate
+    fidelity: Fidelity
+
+
+def load_classifier(model_dir: Path, precision: Precision) -> ClipClassifier:
+    return ClipClassifier.load(str(model_dir), LABELS, TARGETS, precision=precision)
+
+
+def classifier_speed(
+    classifier: ClipClassifier, batch: torch.Tensor, min_seconds: float
+) -> tuple[Rate, Rate]:
+    """classify_tensors on one ready batch, repeated for at least min_seconds (and 3 batches).
+
+    Returns the rates of the median and of the fastest batch: on a shared machine a
+    neighbour's burst then spoils a few batches rather than the figure, and the fastest batch
+    shows what the model can do when it has the cores to itself.
+    """
+    classifier.classify_tensors(batch)  # warm-up: first-call allocations, oneDNN kernel choice
+    durations: list[float] = []
+    started = time.perf_counter()
+    while len(durations) < 3 or time.perf_counter() - started < min_seconds:
+        batch_started = time.perf_counter()
+        classifier.classify_tensors(batch)
+        durations.append(time.perf_counter() - batch_started)
+    return Rate(len(batch), float(np.median(durations))), Rate(len(batch), min(durations))
+
+
+def speed_batch(fidelity_pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    indices = [index % len(fidelity_pixels) for index in range(batch_size)]
+    return fidelity_pixels[indices].contiguous()
+
+
+def measure_precisions(
+    model_dir: Path, fidelity_paths: Sequence[Path], settings: Settings
+) -> tuple[list[PrecisionResult], Fidelity]:
+    """Speed and fidelity (vs fp32) per precision; plus draft-vs-full decoding under fp32."""
+    fp32 = load_classifier(model_dir, "fp32")
+    draft_pixels = preprocessed(fp32, fidelity_paths, DRAFT_SIZE)
+    full_pixels = preprocessed(fp32, fidelity_paths, None)
+    reference = embed(fp32, draft_pixels, settings.batch_size)
+    draft_fidelity = compare(embed(fp32, full_pixels, settings.batch_size), reference)
+    batch = speed_batch(draft_pixels, settings.batch_size)
+    del fp32
+    results = []
+    for precision in PRECISIONS:
+        classifier = load_classifier(model_dir, precision)
+        speed, best = classifier_speed(classifier, batch, settings.speed_seconds)
+        fidelity = compare(reference, embed(classifier, draft_pixels, settings.batch_size))
+        results.append(PrecisionResult(precision, speed, fidelity))
+        say(
+            f"  {precision:<5} {speed.per_second:7.1f} images/s (best batch "
+            f"{best.per_second:6.1f})   min cosine "
+            f"{fidelity.min_cosine:.6f}   max |dp| {fidelity.max_probability_diff:.2e}"
+        )
+        del classifier
+        gc.collect()
+    return results, draft_fidelity

@@ -1,0 +1,145 @@
+"""The benchmark's command-line options, parsed into one Settings record."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.frames import FULL_FRAME_SIZE, QUICK_FRAME_SIZE
+from bench.inputs import DEFAULT_CACHE_DIR
+from daemon.classify.precision import PRECISIONS, Precision
+from daemon.config import Model
+
+DESCRIPTION = (
+    "Throughput benchmark: the notebook's way, the daemon end to end, and the classifier alone."
+)
+MAX_BATCH_SIZE = 256  # model.batch_size's upper bound in daemon.config
+
+
+@dataclass(frozen=True)
+class Settings:
+    frames: int
+    notebook_frames: int
+    precision: Precision
+    batch_size: int
+    quiet_seconds: float
+    speed_seconds: float
+    samples_limit: int | None
+    frame_size: tuple[int, int]
+    full_size_model: bool
+    cache_dir: Path
+    workdir: Path | None
+    overrides: tuple[tuple[str, str, object], ...] = ()  # (section, key, value) for the daemon
+
+
+def parse_settings(argv: Sequence[str] | None) -> Settings:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=DESCRIPTION)
+    parser.add_argument("--frames", type=int, default=None, help="synthetic frames (300; quick 20)")
+    parser.add_argument(
+        "--notebook-frames",
+        type=int,
+        default=None,
+        help="files for the slow notebook measurement (30; quick 4)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="precision of the daemon run and of (c) (config default: fp32)",
+    )
+    batch_size = Model.model_fields["batch_size"].default
+    parser.add_argument(
+        "--batch-size", type=int, default=batch_size, help=f"model.batch_size ({batch_size})"
+    )
+    parser.add_argument(
+        "--quiet-seconds",
+        type=float,
+        default=None,
+        help="watch.quiet_seconds of the daemon (1; quick 0.3)",
+    )
+    parser.add_argument(
+        "--speed-seconds",
+        type=float,
+        default=None,
+        help="minimum timing per precision for (c) (8; quick 0.5)",
+    )
+    parser.add_argument(
+        "--samples-limit",
+        type=int,
+        default=None,
+        help="use at most this many real samples (all; quick 4)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="folder for the daemon's inbox, outputs and database (temp dir)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE_DIR,
+        help="where models and frames are cached (bench/out)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="extra daemon setting for (b), e.g. --set worker.decode_processes=1 (YAML value)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: tiny model, 20 small frames, finishes in < 60 s",
+    )
+    args = parser.parse_args(argv)
+    quick = bool(args.quick)
+
+    def pick(value: Any, full: Any, small: Any) -> Any:
+        return value if value is not None else (small if quick else full)
+
+    settings = Settings(
+        frames=pick(args.frames, 300, 20),
+        notebook_frames=pick(args.notebook_frames, 30, 4),
+        precision=args.precision,
+        batch_size=args.batch_size,
+        quiet_seconds=pick(args.quiet_seconds, 1.0, 0.3),
+        speed_seconds=pick(args.speed_seconds, 8.0, 0.5),
+        samples_limit=pick(args.samples_limit, None, 4),
+        frame_size=QUICK_FRAME_SIZE if quick else FULL_FRAME_SIZE,
+        full_size_model=not quick,
+        cache_dir=args.cache_dir.resolve(),
+        workdir=args.workdir.resolve() if args.workdir else None,
+        overrides=tuple(_override(parser, text) for text in args.set),
+    )
+    if settings.frames < 1 or settings.notebook_frames < 1:
+        parser.error("--frames and --notebook-frames must be at least 1")
+    if not 1 <= settings.batch_size <= MAX_BATCH_SIZE:
+        parser.error(f"--batch-size must be 1 to {MAX_BATCH_SIZE} (the config's range)")
+    return settings
+
+
+def _override(parser: argparse.ArgumentParser, text: str) -> tuple[str, str, object]:
+    name, separator, value = text.partition("=")
+    section, dot, key = name.partition(".")
+    if not (separator and dot and section and key):
+        parser.error(f"--set {text!r}: expected SECTION.KEY=VALUE")
+    return section, key, yaml.safe_load(value)
+
+
+@contextlib.contextmanager
+def workdir_for(settings: Settings) -> Iterator[Path]:
+    if settings.workdir is not None:
+        settings.workdir.mkdir(parents=True, exist_ok=True)
+        yield settings.workdir
+        return
+    with tempfile.TemporaryDirectory(prefix="tigerwatch-bench-") as temporary:
+        yield Path(temporary)
