@@ -1,11 +1,15 @@
-"""Shared harness of the benchmark: the machine it ran on, CPU accounting, rates."""
+"""Shared harness of the benchmark: the machine it ran on, CPU accounting, rates, JSON results."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import math
 import os
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +102,34 @@ def load_line() -> str:
 
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
+
+
+# --- the result file ---------------------------------------------------------------------------
+
+
+def as_json(value: object) -> object:
+    """Plain JSON values from the benchmark's records: dataclasses, paths, tuples, numbers."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {
+            field.name: as_json(getattr(value, field.name)) for field in dataclasses.fields(value)
+        }
+        if isinstance(value, Rate):
+            fields["per_second"] = as_json(value.per_second)
+        return fields
+    if isinstance(value, Mapping):
+        return {str(key): as_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_json(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity
+    return value
+
+
+def write_json(path: Path, record: Mapping[str, object]) -> None:
+    """The run's figures, written under a temporary name and renamed: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(as_json(record), indent=2) + "\n", encoding="utf-8")
+    partial.rename(path)

@@ -7,12 +7,14 @@ import contextlib
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bench.frames import FULL_FRAME_SIZE, QUICK_FRAME_SIZE
+from bench.harness import REPO_ROOT
 from bench.inputs import DEFAULT_CACHE_DIR
 from daemon.classify.precision import PRECISIONS, Precision
 from daemon.config import Model
@@ -20,6 +22,7 @@ from daemon.config import Model
 DESCRIPTION = (
     "Throughput benchmark: the notebook's way, the daemon end to end, and the classifier alone."
 )
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
 MAX_BATCH_SIZE = 256  # model.batch_size's upper bound in daemon.config
 
 
@@ -36,6 +39,7 @@ class Settings:
     full_size_model: bool
     cache_dir: Path
     workdir: Path | None
+    json_path: Path  # the run's figures as JSON, written beside the printed table
     overrides: tuple[tuple[str, str, object], ...] = ()  # (section, key, value) for the daemon
 
 
@@ -83,6 +87,13 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         help="folder for the daemon's inbox, outputs and database (temp dir)",
     )
     parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the run's figures as JSON here (bench/results/<UTC time>.json)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=DEFAULT_CACHE_DIR,
@@ -118,6 +129,7 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         full_size_model=not quick,
         cache_dir=args.cache_dir.resolve(),
         workdir=args.workdir.resolve() if args.workdir else None,
+        json_path=(args.json or RESULTS_DIR / f"{_utc_stamp()}.json").resolve(),
         overrides=tuple(_override(parser, text) for text in args.set),
     )
     if settings.frames < 1 or settings.notebook_frames < 1:
@@ -143,3 +155,7 @@ def workdir_for(settings: Settings) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="tigerwatch-bench-") as temporary:
         yield Path(temporary)
+
+
+def _utc_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

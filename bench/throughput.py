@@ -6,7 +6,9 @@ Run from the repository root:
     .venv/bin/python -m bench.throughput --quick         # smoke run, tiny model, < 60 s
 
 Each measurement is its own module of the bench package (notebook, classifier_alone,
-fidelity, daemon_run with meters), on a shared harness; this module runs them in order.
+fidelity, daemon_run with meters), on a shared harness; this module runs them
+in order, prints the table and writes the same figures as JSON (`--json PATH`, default
+bench/results/<UTC time>.json).
 Generated models and frames are cached in bench/out/ (gitignored) between runs.
 """
 
@@ -16,17 +18,30 @@ import gc
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers.utils import logging as transformers_logging
 
-from bench.classifier_alone import measure_precisions
+from bench.classifier_alone import PrecisionResult, measure_precisions
 from bench.daemon_run import DaemonLayout, measure_daemon, report_daemon
 from bench.frames import ensure_frames
-from bench.harness import BenchmarkError, CpuAccount, load_line, machine_header, say
+from bench.harness import (
+    BenchmarkError,
+    CpuAccount,
+    Rate,
+    load_line,
+    machine_header,
+    say,
+    write_json,
+)
 from bench.inputs import (
     DRAFT_SIZE,
     LABELS,
+    BenchFile,
     bench_files,
     describe_inputs,
     ensure_model,
@@ -37,51 +52,97 @@ from bench.notebook import measure_notebook
 from bench.report import cpu_budget, summary_line
 from bench.settings import Settings, parse_settings, workdir_for
 
+# What the run found, for the JSON result file: filled in as the measurements finish.
+Record = dict[str, Any]
 
-def run(settings: Settings, layout: DaemonLayout) -> str:
+
+def run(settings: Settings, layout: DaemonLayout, record: Record) -> str:
+    """Every measurement in turn, each printed as it finishes and kept in `record`."""
     torch.set_num_threads(os.cpu_count() or 1)  # what the daemon does with model.threads null
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    for line in machine_header():
+    record["machine"] = machine_header()
+    for line in record["machine"]:
         say(line)
-    say(load_line())
+    record["load"] = load_line()
+    say(record["load"])
     account = CpuAccount()
+    inputs = _inputs(settings, record)
+    notebook = _notebook(inputs, settings, record)
+    chosen = _precisions(inputs, settings, record)
+    say(f"(b) the daemon end to end: python -m daemon run -c {layout.config}")
+    for section, key, value in settings.overrides:
+        say(f"  setting: {section}.{key} = {value!r}")
+    daemon = measure_daemon(layout, inputs.model_dir, inputs.files, inputs.single, settings)
+    record["daemon"] = daemon
+    report_daemon(daemon, settings)
+    say()
+    record["cpu_budget"] = cpu_budget(notebook, daemon, chosen.speed)
+    for line in record["cpu_budget"]:
+        say(line)
+    say()
+    record["cpu_account"] = account.report()
+    say(record["cpu_account"])
+    return summary_line(notebook, daemon, chosen.speed, settings)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    model_dir: Path
+    frames: list[Path]  # synthetic frames only, the single file's excluded
+    samples: list[Path]
+    files: list[BenchFile]  # frames and samples, as dropped into the inbox
+    single: BenchFile  # the extra frame dropped into the idle daemon
+
+
+def _inputs(settings: Settings, record: Record) -> _Inputs:
     model_dir = ensure_model(settings.cache_dir, full_size=settings.full_size_model)
     frame_paths = ensure_frames(settings.cache_dir, settings.frames + 1, settings.frame_size)
     samples, left_out = usable_samples(settings.samples_limit)
     files = bench_files(frame_paths[:-1], samples)
     single = bench_files(frame_paths[-1:], [])[0]
     describe_inputs(files, settings.frames, len(samples), left_out)
+    record["inputs"] = {"frames": settings.frames, "samples": len(samples), "files": len(files)}
     kind = "ViT-B/32-sized random" if settings.full_size_model else "tiny random"
     say(
         f"model: {kind} CLIP at {model_dir}; precision {settings.precision}, "
         f"batch {settings.batch_size}; {len(LABELS)} labels"
     )
     say()
+    return _Inputs(model_dir, frame_paths[:-1], samples, files, single)
 
-    notebook_files = evenly_spaced(files, settings.notebook_frames)
+
+def _notebook(inputs: _Inputs, settings: Settings, record: Record) -> Rate:
+    notebook_files = evenly_spaced(inputs.files, settings.notebook_frames)
     say(
-        f"(a) the notebook's way, on {len(notebook_files)} of the {len(files)} files "
+        f"(a) the notebook's way, on {len(notebook_files)} of the {len(inputs.files)} files "
         "(evenly spaced; one untimed warm-up image first; torch.no_grad)"
     )
-    notebook = measure_notebook(model_dir, notebook_files)
+    notebook = measure_notebook(inputs.model_dir, notebook_files)
+    record["notebook"] = notebook
     say(f"  {notebook.per_second:.2f} images/s ({notebook.images} in {notebook.seconds:.1f} s)")
     gc.collect()
     say()
+    return notebook
 
-    fidelity_paths = samples or [file.path for file in files[:16]]
+
+def _precisions(inputs: _Inputs, settings: Settings, record: Record) -> PrecisionResult:
+    fidelity_paths = inputs.samples or [file.path for file in inputs.files[:16]]
     say(
         f"precision options: classifier alone on ready 224x224 tensors, batch "
         f"{settings.batch_size}, median batch over >= {settings.speed_seconds:g} s; fidelity "
-        f"vs fp32 on {len(fidelity_paths)} {'sample' if samples else 'synthetic'} images "
+        f"vs fp32 on {len(fidelity_paths)} {'sample' if inputs.samples else 'synthetic'} images "
         "(decoded the daemon's way)"
     )
-    precision_results, draft_fidelity = measure_precisions(model_dir, fidelity_paths, settings)
+    results, draft_fidelity = measure_precisions(inputs.model_dir, fidelity_paths, settings)
+    record["precisions"] = results
+    record["draft_vs_full_decoding_fp32"] = draft_fidelity
     say(
         f"  draft decoding ({DRAFT_SIZE}) vs full decoding, fp32: min cosine "
         f"{draft_fidelity.min_cosine:.6f}   max |dp| {draft_fidelity.max_probability_diff:.2e}"
     )
     say("  (the weights are random: fidelity figures show numeric drift, not label quality)")
-    chosen = next(result for result in precision_results if result.precision == settings.precision)
+    chosen = next(result for result in results if result.precision == settings.precision)
+    record["classifier"] = chosen.speed
     say(
         f"(c) classifier alone, {settings.precision}, batch {settings.batch_size} (median "
         f"batch): "
@@ -89,30 +150,27 @@ def run(settings: Settings, layout: DaemonLayout) -> str:
     )
     gc.collect()
     say()
-
-    say(f"(b) the daemon end to end: python -m daemon run -c {layout.config}")
-    for section, key, value in settings.overrides:
-        say(f"  setting: {section}.{key} = {value!r}")
-    daemon = measure_daemon(layout, model_dir, files, single, settings)
-    report_daemon(daemon, settings)
-    say()
-    for line in cpu_budget(notebook, daemon, chosen.speed):
-        say(line)
-    say()
-    say(account.report())
-    return summary_line(notebook, daemon, chosen.speed, settings)
+    return chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     started = time.perf_counter()
+    record: Record = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": settings,
+    }
     try:
         with workdir_for(settings) as workdir:
-            line = run(settings, DaemonLayout(workdir))
+            line = run(settings, DaemonLayout(workdir), record)
     except BenchmarkError as err:
         say(f"benchmark failed: {err}")
         return 1
-    say(f"total benchmark time: {time.perf_counter() - started:.0f} s")
+    record["total_seconds"] = round(time.perf_counter() - started, 1)
+    record["summary"] = line
+    write_json(settings.json_path, record)
+    say(f"total benchmark time: {record['total_seconds']:.0f} s")
+    say(f"results as JSON: {settings.json_path}")
     say(line)
     return 0
 
