@@ -6,7 +6,7 @@ Run from the repository root:
     .venv/bin/python -m bench.throughput --quick         # smoke run, tiny model, < 60 s
 
 Each measurement is its own module of the bench package (notebook, classifier_alone,
-fidelity, daemon_run with meters), on a shared harness; this module runs them
+fidelity, decode_stages, daemon_run with meters), on a shared harness; this module runs them
 in order, prints the table and writes the same figures as JSON (`--json PATH`, default
 bench/results/<UTC time>.json).
 Generated models and frames are cached in bench/out/ (gitignored) between runs.
@@ -28,6 +28,7 @@ from transformers.utils import logging as transformers_logging
 
 from bench.classifier_alone import PrecisionResult, measure_precisions
 from bench.daemon_run import DaemonLayout, measure_daemon, report_daemon
+from bench.decode_stages import MAX_STAGE_FRAMES, measure_decode_stages, report_decode_stages
 from bench.frames import ensure_frames
 from bench.harness import (
     BenchmarkError,
@@ -69,6 +70,7 @@ def run(settings: Settings, layout: DaemonLayout, record: Record) -> str:
     inputs = _inputs(settings, record)
     notebook = _notebook(inputs, settings, record)
     chosen = _precisions(inputs, settings, record)
+    _decode_stages(inputs, settings, record)
     say(f"(b) the daemon end to end: python -m daemon run -c {layout.config}")
     for section, key, value in settings.overrides:
         say(f"  setting: {section}.{key} = {value!r}")
@@ -151,6 +153,19 @@ def _precisions(inputs: _Inputs, settings: Settings, record: Record) -> Precisio
     gc.collect()
     say()
     return chosen
+
+
+def _decode_stages(inputs: _Inputs, settings: Settings, record: Record) -> None:
+    frames = inputs.frames[:MAX_STAGE_FRAMES]
+    width, height = settings.frame_size
+    say(
+        f"decode stages: CPU of one thread, median over {len(frames)} synthetic "
+        f"{width}x{height} frames"
+    )
+    stages = measure_decode_stages(inputs.model_dir, frames)
+    record["decode_stages"] = stages
+    report_decode_stages(stages)
+    say()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
