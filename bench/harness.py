@@ -50,6 +50,20 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+# The instruction sets that decide whether bf16 or int8 pay off (see README "Throughput").
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """Which of SPEED_FLAGS this CPU reports in /proc/cpuinfo."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in SPEED_FLAGS if flag in present]
+    return []
+
+
 def machine_header() -> list[str]:
     threads_env = {
         name: os.environ.get(name, "unset") for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -58,6 +72,7 @@ def machine_header() -> list[str]:
         f"machine: {cpu_model()}, {os.cpu_count()} cores "
         f"({len(os.sched_getaffinity(0))} usable), "
         f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.machine()}",
+        f"cpu flags: {' '.join(cpu_flags()) or 'none of ' + ', '.join(SPEED_FLAGS)}",
         f"software: Python {platform.python_version()}, torch {torch.__version__} "
         f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), "
         f"transformers {transformers.__version__}, Pillow {PIL.__version__}",
