@@ -23,6 +23,7 @@ from daemon.intake.watcher import InboxWatcher, WatchedInbox
 from daemon.notify import SystemdNotifier
 from daemon.schedule import start_wall_clock_jobs
 from daemon.storage.database import create_db_engine, upgrade_database
+from daemon.storage.instance import InstanceLock, lock_database
 from daemon.storage.store import Store
 from daemon.worker import Worker
 
@@ -69,11 +70,15 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
     threads = _Threads(stop=stop or threading.Event())
     received = _install_signal_handlers(threads.stop)
+    ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
+    lock = lock_database(config.database.url)  # before anything touches the database
     notifier = SystemdNotifier(os.environ)
     try:
-        return _run(config, threads, _Stop(received, notifier))
+        return _run(config, threads, _Stop(received, notifier), ownership, lock)
     finally:
         notifier.close()
+        if lock is not None:
+            lock.release()
 
 
 @dataclass
@@ -89,9 +94,15 @@ class _Stop:
         self.notifier.stopping()
 
 
-def _run(config: Config, threads: _Threads, stopping: _Stop) -> int:
+def _run(
+    config: Config,
+    threads: _Threads,
+    stopping: _Stop,
+    ownership: Ownership,
+    lock: InstanceLock | None,
+) -> int:
     started = time.monotonic()
-    parts = _build(config, threads)
+    parts = _build(config, threads, ownership, lock)
     if threads.stop.is_set():  # asked to stop while starting up: nothing has been taken yet
         stopping.announce()
         parts.decoder.close()
@@ -108,7 +119,7 @@ def _run(config: Config, threads: _Threads, stopping: _Stop) -> int:
         _log_ready(config, parts.classifier, time.monotonic() - started)
         wall_clock_jobs = start_wall_clock_jobs(config)
         try:
-            code = _supervise(config, threads, parts, stopping.notifier)
+            code = _supervise(config, threads, parts, stopping.notifier, lock)
         finally:
             stopping.announce()
             if wall_clock_jobs is not None:
@@ -121,12 +132,15 @@ def _run(config: Config, threads: _Threads, stopping: _Stop) -> int:
     return code
 
 
-def _build(config: Config, threads: _Threads) -> _Parts:
+def _build(
+    config: Config, threads: _Threads, ownership: Ownership, lock: InstanceLock | None
+) -> _Parts:
     """Migrate, load the model, settle interrupted moves, and wire the parts together."""
     upgrade_database(config.database.url)
+    if lock is not None:
+        lock.note_database_opened()
     store = Store(create_db_engine(config.database.url))
     classifier = _load_classifier(config)
-    ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
     router = Router(store, config.paths, ownership)
     router.route_pending()  # settle moves a crash left half-done before taking new work
     intake, watcher = _build_intake(config, store, threads)
@@ -194,13 +208,25 @@ def _supervise(
     threads: _Threads,
     parts: _Parts,
     notifier: SystemdNotifier,
+    lock: InstanceLock | None,
 ) -> int:
     """Send WATCHDOG=1 only after checking that every part is alive and the queue moves.
 
-    Returns the exit code: 0 when asked to stop.
+    Returns the exit code: 0 when asked to stop, EXIT_DATABASE_LOST when the database file
+    was deleted or replaced under the daemon (its writes would go to a file nobody can see).
     """
     interval = config.watch.health_check_seconds
     while not threads.stop.wait(timeout=interval):
+        if lock is not None and (change := lock.database_changed()) is not None:
+            logger.critical(
+                "database file %s %s while the daemon ran; stopping new work and exiting "
+                "with code %d",
+                lock.database,
+                change,
+                EXIT_DATABASE_LOST,
+            )
+            threads.stop.set()
+            return EXIT_DATABASE_LOST
         for problem in parts.watcher.check_health():
             logger.warning("watcher: %s", problem)
         if not threads.all_alive():
@@ -217,6 +243,8 @@ def _supervise(
 
 
 _STALL_SECONDS = 300.0
+# The CLI's exit code for a database problem (cli.EXIT_DATABASE), which sits above this module.
+EXIT_DATABASE_LOST = 4
 
 
 def _intake_loop(intake: Intake, stop: threading.Event, rescan_every: float) -> None:
