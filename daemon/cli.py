@@ -164,12 +164,16 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda _signum, _frame: stop.set())
 
     from daemon.classify.classifier import ModelLoadError
+    from daemon.delivery.permissions import OwnershipError
     from daemon.service import run_daemon
     from daemon.storage.database import DatabaseError
 
     config = _load(args)
     try:
         return run_daemon(config, stop=stop)
+    except OwnershipError as err:
+        print(f"error: {args.config}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_MODEL

@@ -71,6 +71,7 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
     threads = _Threads(stop=stop or threading.Event())
     received = _install_signal_handlers(threads.stop)
     ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
+    ownership.check_applicable(config.paths.destinations.values())
     lock = lock_database(config.database.url)  # before anything touches the database
     notifier = SystemdNotifier(os.environ)
     try:
