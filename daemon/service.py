@@ -66,15 +66,22 @@ class _Parts:
     routing: RoutingLoop
 
 
-def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
+def run_daemon(
+    config: Config, *, stop: threading.Event | None = None, lock: InstanceLock | None = None
+) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code.
+
+    `lock` is the database's lock when the caller has taken it already (the CLI does, before
+    its slow imports); it is released when the daemon ends.
+    """
     threads = _Threads(stop=stop or threading.Event())
     received = _install_signal_handlers(threads.stop)
-    ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
-    ownership.check_applicable(config.paths.destinations.values())
-    lock = lock_database(config.database.url)  # before anything touches the database
+    if lock is None:
+        lock = lock_database(config.database.url)  # before anything touches the database
     notifier = SystemdNotifier(os.environ)
     try:
+        ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
+        ownership.check_applicable(config.paths.destinations.values())
         return _run(config, threads, _Stop(received, notifier), ownership, lock)
     finally:
         notifier.close()
