@@ -164,13 +164,26 @@ def _run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
 
-    from daemon.classify.loading import ModelLoadError
-    from daemon.service import run_daemon
     from daemon.storage.database import DatabaseError
+    from daemon.storage.instance import lock_database
 
     config = _load(args)
     try:
-        return run_daemon(config, stop=stop)
+        # Before the imports below (torch, seconds): a second daemon is refused at once.
+        lock = lock_database(config.database.url)
+    except DatabaseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATABASE
+
+    from daemon.classify.loading import ModelLoadError
+    from daemon.delivery.permissions import OwnershipError
+    from daemon.service import run_daemon
+
+    try:
+        return run_daemon(config, stop=stop, lock=lock)
+    except OwnershipError as err:
+        print(f"error: {args.config}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_MODEL

@@ -213,7 +213,11 @@ def _group_id(value: object) -> object:
         return value
     text = str(value).strip()
     if text.isdigit():
-        return int(text)
+        # A number no group has is a typo, and the staff could never read the files.
+        try:
+            return grp.getgrgid(int(text)).gr_gid
+        except KeyError:
+            raise _problem(f"no group with id {text} on this machine") from None
     try:
         return grp.getgrnam(text).gr_gid
     except KeyError:

@@ -3,42 +3,83 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+from collections.abc import Mapping
 
 logger = logging.getLogger(__name__)
 
 
 class SystemdNotifier:
-    """Sends READY=1, WATCHDOG=1, STOPPING=1 when run under systemd; does nothing otherwise."""
+    """Sends READY=1, WATCHDOG=1, STOPPING=1 when run under systemd; does nothing otherwise.
 
-    def __init__(self, socket_path: str | None) -> None:
+    Every send is non-blocking: a receiver that does not drain its socket (a full queue) costs
+    a lost message, never a stalled daemon. WATCHDOG=1 goes out only when systemd asked for
+    it ($WATCHDOG_USEC, for this process when $WATCHDOG_PID is set).
+    """
+
+    def __init__(self, environ: Mapping[str, str], *, pid: int | None = None) -> None:
+        socket_path = environ.get("NOTIFY_SOCKET") or None
         # An abstract socket is written "@name" in the variable and "\0name" on the wire.
-        if socket_path and socket_path.startswith("@"):
+        if socket_path is not None and socket_path.startswith("@"):
             socket_path = "\0" + socket_path[1:]
-        self._address = socket_path or None
+        self._address = socket_path
+        self._wants_watchdog = _watchdog_requested(environ, os.getpid() if pid is None else pid)
+        self._socket: socket.socket | None = None
+        self._failing = False  # a failure is logged when it starts, not for every message
 
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
+    def ready(self, status: str = "") -> None:
+        self._send("READY=1" + (f"\nSTATUS={status}" if status else ""))
 
-    def notify(self, message: str) -> None:
+    def watchdog(self) -> None:
+        if self._wants_watchdog:
+            self._send("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        self._send("STOPPING=1")
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def _send(self, message: str) -> None:
         if self._address is None:
             return
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(message.encode(), self._address)
+            if self._socket is None:
+                self._socket = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
+            self._socket.sendto(message.encode(), socket.MSG_DONTWAIT, self._address)
         except OSError as err:
-            # A lost notification must never stop the daemon; systemd will notice by itself.
-            logger.warning("could not notify systemd (%s): %s", message, err)
+            # A lost notification must never stop the daemon; systemd notices by itself.
+            if not self._failing:
+                logger.warning(
+                    "could not notify systemd at %s (%s): %s; further failures are not logged",
+                    self._address.replace("\0", "@"),
+                    message.splitlines()[0],
+                    err,
+                )
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("notifications reach systemd again (%s)", message.splitlines()[0])
+            self._failing = False
 
-    def ready(self, status: str = "") -> None:
-        self.notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
 
-    def watchdog(self) -> None:
-        self.notify("WATCHDOG=1")
-
-    def stopping(self) -> None:
-        self.notify("STOPPING=1")
-
-    def status(self, text: str) -> None:
-        self.notify(f"STATUS={text}")
+def _watchdog_requested(environ: Mapping[str, str], pid: int) -> bool:
+    """True when systemd set a watchdog interval for this process (sd_watchdog_enabled)."""
+    try:
+        interval_usec = int(environ.get("WATCHDOG_USEC", "0"))
+    except ValueError:
+        return False
+    if interval_usec <= 0:
+        return False
+    watchdog_pid = environ.get("WATCHDOG_PID")
+    if watchdog_pid is None:
+        return True
+    try:
+        return int(watchdog_pid) == pid
+    except ValueError:
+        return False

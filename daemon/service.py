@@ -24,6 +24,7 @@ from daemon.intake.watcher import InboxWatcher, WatchedInbox
 from daemon.notify import SystemdNotifier
 from daemon.schedule import start_wall_clock_jobs
 from daemon.storage.database import create_db_engine, upgrade_database
+from daemon.storage.instance import InstanceLock, lock_database
 from daemon.storage.store import Store
 from daemon.worker import Worker
 
@@ -66,14 +67,53 @@ class _Parts:
     routing: RoutingLoop
 
 
-def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
+def run_daemon(
+    config: Config, *, stop: threading.Event | None = None, lock: InstanceLock | None = None
+) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code.
+
+    `lock` is the database's lock when the caller has taken it already (the CLI does, before
+    its slow imports); it is released when the daemon ends.
+    """
     threads = _Threads(stop=stop or threading.Event())
-    notifier = SystemdNotifier(os.environ.get("NOTIFY_SOCKET"))
-    _install_signal_handlers(threads.stop, notifier)
+    received = _install_signal_handlers(threads.stop)
+    if lock is None:
+        lock = lock_database(config.database.url)  # before anything touches the database
+    notifier = SystemdNotifier(os.environ)
+    try:
+        ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
+        ownership.check_applicable(config.paths.destinations.values())
+        return _run(config, threads, _Stop(received, notifier), ownership, lock)
+    finally:
+        notifier.close()
+        if lock is not None:
+            lock.release()
+
+
+@dataclass
+class _Stop:
+    """Announces a stop from the main thread: the signal handler only sets an event."""
+
+    received: list[str]
+    notifier: SystemdNotifier
+
+    def announce(self) -> None:
+        if self.received:
+            logger.info("received %s: finishing the current batch and stopping", self.received[0])
+        self.notifier.stopping()
+
+
+def _run(
+    config: Config,
+    threads: _Threads,
+    stopping: _Stop,
+    ownership: Ownership,
+    lock: InstanceLock | None,
+) -> int:
     started = time.monotonic()
-    parts = _build(config, threads)
+    parts = _build(config, threads, ownership, lock)
     if threads.stop.is_set():  # asked to stop while starting up: nothing has been taken yet
+        stopping.announce()
         parts.decoder.close()
         logger.info("stopped during start-up")
         return 0
@@ -84,13 +124,13 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
         threads.start("intake", lambda: _intake_loop(parts.intake, threads.stop, rescan_every))
         threads.start("worker", parts.worker.run)
         threads.start("routing", parts.routing.run)
-        notifier.ready(f"watching {len(config.paths.inbox)} inbox(es)")
+        stopping.notifier.ready(f"watching {len(config.paths.inbox)} inbox(es)")
         _log_ready(config, parts.classifier, time.monotonic() - started)
         wall_clock_jobs = start_wall_clock_jobs(config)
         try:
-            _supervise(config, threads, parts.watcher, parts.worker, notifier)
+            code = _supervise(config, threads, parts, stopping.notifier, lock)
         finally:
-            notifier.stopping()
+            stopping.announce()
             if wall_clock_jobs is not None:
                 wall_clock_jobs.shutdown(wait=True)  # a backup under way is finished, not cut
             parts.watcher.stop()
@@ -98,15 +138,18 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None) -> int:
     finally:
         parts.decoder.close()
     logger.info("stopped")
-    return 0
+    return code
 
 
-def _build(config: Config, threads: _Threads) -> _Parts:
+def _build(
+    config: Config, threads: _Threads, ownership: Ownership, lock: InstanceLock | None
+) -> _Parts:
     """Migrate, load the model, settle interrupted moves, and wire the parts together."""
     upgrade_database(config.database.url)
+    if lock is not None:
+        lock.note_database_opened()
     store = Store(create_db_engine(config.database.url))
     classifier = _load_classifier(config)
-    ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
     router = Router(store, config.paths, ownership)
     router.route_pending()  # settle moves a crash left half-done before taking new work
     intake, watcher = _build_intake(config, store, threads)
@@ -172,28 +215,45 @@ def _log_ready(config: Config, classifier: ClipClassifier, seconds: float) -> No
 def _supervise(
     config: Config,
     threads: _Threads,
-    watcher: InboxWatcher,
-    worker: Worker,
+    parts: _Parts,
     notifier: SystemdNotifier,
-) -> None:
-    """Send WATCHDOG=1 only after checking that every part is alive and the queue moves."""
+    lock: InstanceLock | None,
+) -> int:
+    """Send WATCHDOG=1 only after checking that every part is alive and the queue moves.
+
+    Returns the exit code: 0 when asked to stop, EXIT_DATABASE_LOST when the database file
+    was deleted or replaced under the daemon (its writes would go to a file nobody can see).
+    """
     interval = config.watch.health_check_seconds
     while not threads.stop.wait(timeout=interval):
-        for problem in watcher.check_health():
+        if lock is not None and (change := lock.database_changed()) is not None:
+            logger.critical(
+                "database file %s %s while the daemon ran; stopping new work and exiting "
+                "with code %d",
+                lock.database,
+                change,
+                EXIT_DATABASE_LOST,
+            )
+            threads.stop.set()
+            return EXIT_DATABASE_LOST
+        for problem in parts.watcher.check_health():
             logger.warning("watcher: %s", problem)
         if not threads.all_alive():
             logger.critical("a daemon thread died; stopping so systemd restarts the service")
             raise SystemExit(1)
-        stalled = time.monotonic() - worker.last_progress
-        if not worker.idle() and stalled > _STALL_SECONDS:
+        stalled = time.monotonic() - parts.worker.last_progress
+        if not parts.worker.idle() and stalled > _STALL_SECONDS:
             logger.error(
                 "worker has made no progress for %.0f s; withholding the watchdog ping", stalled
             )
             continue
         notifier.watchdog()
+    return 0
 
 
 _STALL_SECONDS = 300.0
+# The CLI's exit code for a database problem (cli.EXIT_DATABASE), which sits above this module.
+EXIT_DATABASE_LOST = 4
 
 
 def _intake_loop(intake: Intake, stop: threading.Event, rescan_every: float) -> None:
@@ -208,17 +268,22 @@ def _intake_loop(intake: Intake, stop: threading.Event, rescan_every: float) -> 
         intake.run_once()
 
 
-def _install_signal_handlers(stop: threading.Event, notifier: SystemdNotifier) -> None:
+def _install_signal_handlers(stop: threading.Event) -> list[str]:
+    """SIGTERM/SIGINT set `stop`; returns the list the handler notes the signal's name in.
+
+    No I/O in the handler: it runs between two bytecodes of the main thread, which may be in
+    the middle of a log write or a send; logging and STOPPING=1 happen in the main thread.
+    """
+    received: list[str] = []
+
     def handle(signum: int, _frame: FrameType | None) -> None:
-        logger.info(
-            "received %s: finishing the current batch and stopping", signal.Signals(signum).name
-        )
-        notifier.stopping()
+        received.append(signal.Signals(signum).name)
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+    return received
 
 
 def _logged(name: str, target: Callable[[], None], stop: threading.Event) -> Callable[[], None]:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import grp
+import importlib
 import json
 import logging
+import os
 import random
 import re
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -665,3 +673,97 @@ def test_run_on_a_file_that_is_no_database_is_one_line_and_exit_4(
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert str(database) in line
     assert "file is not a database" in line
+
+
+# --- files.group / files.mode that cannot be applied: a start-up error -----------------------
+
+
+def _unused_gid() -> int:
+    gid = 54321
+    while True:
+        try:
+            grp.getgrgid(gid)
+        except KeyError:
+            return gid
+        gid += 1
+
+
+def test_a_group_id_that_names_no_group_is_a_config_error(
+    capsys: pytest.CaptureFixture[str], config_file: Path
+) -> None:
+    gid = _unused_gid()
+    data = yaml.safe_load(config_file.read_text())
+    data["files"] = {"group": gid, "mode": "0640"}
+    config_file.write_text(yaml.safe_dump(data))
+    result = run_cli(capsys, "check-config", "-c", config_file)
+    print(f"\n[files] check-config with files.group {gid}: exit {result.code}: {result.err}")
+    assert result.code == 2
+    assert f"{config_file}: files.group: no group with id {gid} on this machine" in result.err
+
+
+def _run_as_non_member(config: Path, stderr: Path, user: tuple[int, int] | None) -> int:
+    """`tigerwatch run` in a forked child, as `user` (uid, gid) when given; its exit code.
+
+    The child is forked after the imports: as nobody it could not read root's interpreter.
+    """
+    for module in ("daemon.service", "daemon.delivery.permissions", "daemon.storage.database"):
+        importlib.import_module(module)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 70
+        try:
+            fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            os.dup2(fd, 2)
+            sys.stderr = os.fdopen(fd, "w", buffering=1)  # pytest's capture is not fd 2
+            if user is not None:
+                os.setgroups([])
+                os.setgid(user[1])
+                os.setuid(user[0])
+            code = main(["run", "-c", str(config)])
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail(f"`tigerwatch run` still running after 120 s: {stderr.read_text()}")
+
+
+def test_a_group_the_daemon_user_is_not_in_stops_the_start(tiny_model_dir: Path) -> None:
+    """As root the daemon runs as nobody (root may chgrp to anything); else as this user."""
+    user = (65534, 65534) if os.geteuid() == 0 else None
+    groups = [] if user is not None else [os.getegid(), *os.getgroups()]
+    if 0 in groups:
+        pytest.skip("this user is in group 0: no group to be refused")
+    station = Path(tempfile.mkdtemp(prefix="tw-files-", dir="/tmp"))
+    try:
+        station.chmod(0o755)
+        if user is not None:
+            os.chown(station, *user)
+        config = write_config(station, tiny_model_dir, ["a tiger", "a deer"], [True, False])
+        data = yaml.safe_load(config.read_text())
+        data["files"] = {"group": 0, "mode": "0640"}
+        config.write_text(yaml.safe_dump(data))
+        stderr = station / "stderr.txt"
+        code = _run_as_non_member(config, stderr, user)
+        text = stderr.read_text()
+        database_made = (station / "data" / "tigerwatch.db").exists()
+        leftovers = [p.name for p in (station / "review").glob(".tigerwatch-probe-*")]
+    finally:
+        shutil.rmtree(station, ignore_errors=True)
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    print(f"\n[files] run as {user or 'this user'} with files.group 0: exit {code}: {errors}")
+    assert code == 2, text
+    assert "Traceback" not in text
+    assert len(errors) == 1, text
+    assert f"{config}: files.group: " in errors[0] and "gid 0" in errors[0], errors
+    assert "not a member" in errors[0], errors
+    assert not database_made  # refused before anything else was touched
+    assert leftovers == []

@@ -808,6 +808,7 @@ def test_systemd_hears_ready_watchdog_and_stopping(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_listener.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")  # systemd asks for pings (WatchdogSec=30)
     log = tmp_path / "daemon.log"
     processes.append(start_daemon_process(station, log))
     assert notify_listener.wait_for_message("READY=1", PROCESS_START_TIMEOUT), log.read_text()

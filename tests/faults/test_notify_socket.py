@@ -1,0 +1,181 @@
+"""sd_notify cannot hang the daemon: a $NOTIFY_SOCKET nobody drains (its queue full) costs lost
+messages, never a stop; WATCHDOG=1 goes out only when systemd asked for it ($WATCHDOG_USEC, for
+this PID when $WATCHDOG_PID is set)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon.notify import SystemdNotifier
+from tests.daemon_support import make_station, start_daemon_process
+from tests.faults.fault_kit import (
+    PROCESS_START_TIMEOUT,
+    noise_jpeg,
+    report,
+    row_done,
+    wait_until,
+    write_file,
+)
+
+pytestmark = pytest.mark.fault
+
+# The bound this test holds the daemon to, as the SIGTERM tests do; not a duration claim.
+STOP_GUARD_S = 30.0
+
+
+class FullSocket:
+    """A bound AF_UNIX datagram socket that is never read, filled until a send would block."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.receiver.bind(str(path))
+        self.filled = self._fill()
+
+    def _fill(self) -> int:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.setblocking(False)
+            sent = 0
+            while True:
+                try:
+                    sender.sendto(b"X" * 512, str(self.path))
+                except BlockingIOError:
+                    return sent
+                sent += 1
+
+    def waiting(self) -> list[bytes]:
+        """Every datagram in the queue (reads it empty: call once, at the end)."""
+        self.receiver.setblocking(False)
+        found = []
+        while True:
+            try:
+                found.append(self.receiver.recv(4096))
+            except BlockingIOError:
+                return found
+
+    def close(self) -> None:
+        self.receiver.close()
+
+
+@pytest.fixture
+def full_socket() -> Iterator[FullSocket]:
+    folder = Path(tempfile.mkdtemp(prefix="tw-", dir="/tmp"))  # AF_UNIX paths max 108 bytes
+    sock = FullSocket(folder / "notify")
+    yield sock
+    sock.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_sigterm_stops_the_daemon_while_the_notify_socket_is_full(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    full_socket: FullSocket,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(full_socket.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")  # pings are wanted: each one would block
+    station = make_station(tmp_path / "station", tiny_model_dir)
+    log = tmp_path / "daemon.log"
+    process = start_daemon_process(station, log)
+    try:
+        # A frame classified and moved: the daemon's threads run, whatever READY=1 did.
+        frame = write_file(station.inbox / "IMG_0001.JPG", noise_jpeg(1))
+        wait_until(lambda: row_done(station, frame), "the frame to be done", PROCESS_START_TIMEOUT)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=STOP_GUARD_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit {STOP_GUARD_S:.0f} s after SIGTERM: {log.read_text()[-2000:]}")
+        seconds = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    text = log.read_text(errors="replace")
+    warnings = [line for line in text.splitlines() if "could not notify systemd" in line]
+    report(
+        "SIGTERM with a full $NOTIFY_SOCKET",
+        {
+            "datagrams queued before the daemon started": full_socket.filled,
+            "SIGTERM -> exit (s)": round(seconds, 2),
+            "exit code": code,
+            "'could not notify' log lines": len(warnings),
+        },
+    )
+    assert code == 0, text
+    assert "daemon.service: ready in" in text  # it ran past READY=1 before the signal
+    assert "received SIGTERM" in text
+    assert len(warnings) == 1, warnings  # logged once, not for every ping
+    assert all(message == b"X" * 512 for message in full_socket.waiting())
+
+
+class Listener:
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+
+    def received(self) -> list[str]:
+        found = []
+        while True:
+            try:
+                found.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return found
+
+
+@pytest.mark.parametrize(
+    ("environment", "pings_expected"),
+    [
+        ({}, False),
+        ({"WATCHDOG_USEC": "0"}, False),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, False),  # meant for another PID
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "<ours>"}, True),
+        ({"WATCHDOG_USEC": "30000000"}, True),
+    ],
+)
+def test_watchdog_pings_only_when_systemd_asked(
+    environment: dict[str, str], pings_expected: bool
+) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="tw-", dir="/tmp"))
+    try:
+        listener = Listener(folder / "notify")
+        env = {key: value.replace("<ours>", str(os.getpid())) for key, value in environment.items()}
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(folder / "notify"), **env})
+        for _ in range(3):
+            notifier.watchdog()
+        notifier.stopping()
+        notifier.close()
+        messages = listener.received()
+        listener.sock.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"\n[notify] environment {environment}: {messages}")
+    assert messages == (["WATCHDOG=1"] * 3 if pings_expected else []) + ["STOPPING=1"]
+
+
+def test_a_full_socket_is_logged_once_and_never_blocks(
+    full_socket: FullSocket, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": str(full_socket.path), "WATCHDOG_USEC": "1"})
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="daemon.notify"):
+        for _ in range(50):
+            notifier.watchdog()
+        notifier.stopping()
+    seconds = time.monotonic() - started
+    notifier.close()
+    print(f"\n[notify] 51 sends to a full socket took {seconds:.4f} s")
+    assert [record.levelname for record in caplog.records] == ["WARNING"], caplog.text
