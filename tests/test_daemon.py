@@ -53,7 +53,12 @@ from tests.daemon_support import (
 SETTLE_TIMEOUT = 30.0
 PROCESS_START_TIMEOUT = 90.0
 CLASSIFIED = {"positive", "uncertain", "negative"}
-FAST_WATCH = {"quiet_seconds": 0.3, "rescan_interval_seconds": 60, "health_check_seconds": 0.5}
+FAST_WATCH = {
+    "quiet_seconds": 0.3,
+    "incomplete_grace_seconds": 1.0,  # truncated test files reach quarantine quickly
+    "rescan_interval_seconds": 60,
+    "health_check_seconds": 0.5,
+}
 
 
 # --- making images -------------------------------------------------------------------------------
