@@ -21,6 +21,7 @@ _SOS = 0xDA
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # markers without a length field
 _CHUNK = 1 << 20
+_TAIL = 4096  # how far from the end the marker is looked for before a full scan
 _MAX_SEGMENTS = 4096  # a corrupt file must not make us walk forever
 
 
@@ -137,6 +138,10 @@ def _jpeg_complete(stream: _File) -> bool:
             scan_start = end
     if scan_start is None:
         return _size(stream) > 2 and _has_bytes_after_headers(stream)
+    # Most files end with the marker (padding aside): one small read instead of a full scan.
+    tail_start = max(scan_start, _size(stream) - _TAIL)
+    if _read_at(stream, tail_start, _TAIL).rstrip(b"\x00\xff").endswith(JPEG_EOI):
+        return True
     return _find_from(stream, JPEG_EOI, scan_start)
 
 
