@@ -185,12 +185,17 @@ class Images(_Section):
         default=(".jpg", ".jpeg", ".png", ".webp"), min_length=1
     )
     max_pixels: int = Field(default=120_000_000, gt=0)
+    # Checked on the opened file before one byte is read; larger files are quarantined.
+    max_file_bytes: int = Field(default=200_000_000, gt=0)
 
 
 class Watch(_Section):
     """How the inboxes are watched."""
 
     quiet_seconds: float = Field(default=5.0, ge=0)
+    # How long an upload still open for writing, or an image without its end marker, is waited
+    # for before it is taken as it is (and, if truncated, quarantined as such).
+    incomplete_grace_seconds: float = Field(default=600.0, ge=0)
     rescan_interval_seconds: float = Field(default=300.0, gt=0, le=3600)
     health_check_seconds: float = Field(default=10.0, gt=0)
     ignore_patterns: Annotated[tuple[Text, ...], BeforeValidator(_one_or_many)] = ()
@@ -202,6 +207,8 @@ class Worker(_Section):
     batch_max_wait_seconds: float = Field(default=1.0, ge=0)
     decode_processes: int = Field(default=2, ge=1, le=32)
     decode_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Decoded pixels all decoder processes may hold at once; a larger image is decoded alone.
+    decode_pixel_budget: int = Field(default=120_000_000, gt=0)
     max_decode_attempts: int = Field(default=3, ge=1)
     retry_delay_seconds: float = Field(default=60.0, ge=0)
     destination_retry_seconds: float = Field(default=30.0, gt=0)

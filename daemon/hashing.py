@@ -17,10 +17,15 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a regular file's content; never follows a symlink, never blocks on a FIFO."""
-    digest = hashlib.sha256()
     with open_regular_file(path) as stream:
-        while chunk := stream.read(chunk_size):
-            digest.update(chunk)
+        return sha256_stream(stream, chunk_size=chunk_size)
+
+
+def sha256_stream(stream: io.FileIO, *, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of what is left to read in an open file."""
+    digest = hashlib.sha256()
+    while chunk := stream.read(chunk_size):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -154,7 +154,9 @@ def _build(
     router.route_pending()  # settle moves a crash left half-done before taking new work
     intake, watcher = _build_intake(config, store, threads)
     decoder = DecoderPool(
-        config.worker.decode_processes, timeout=config.worker.decode_timeout_seconds
+        config.worker.decode_processes,
+        timeout=config.worker.decode_timeout_seconds,
+        pixel_budget=config.worker.decode_pixel_budget,
     )
     routing = RoutingLoop(
         router, retry_seconds=config.worker.destination_retry_seconds, stop=threads.stop
@@ -188,15 +190,20 @@ def _build_intake(config: Config, store: Store, threads: _Threads) -> tuple[Inta
     name_filter = NameFilter(config.images.extensions, config.watch.ignore_patterns)
     intake = Intake(
         store=store,
-        tracker=StabilityTracker(config.watch.quiet_seconds),
+        tracker=StabilityTracker(
+            config.watch.quiet_seconds,
+            incomplete_grace_seconds=config.watch.incomplete_grace_seconds,
+        ),
         name_filter=name_filter,
         inboxes=[inbox.path for inbox in config.paths.inbox],
         on_queued=threads.wake_worker.set,
+        max_file_bytes=config.images.max_file_bytes,
     )
     watcher = InboxWatcher(
         [WatchedInbox(inbox.path, inbox.polling) for inbox in config.paths.inbox],
         intake.hint,
         name_filter,
+        on_write_state=intake.hint,
     )
     return intake, watcher
 

@@ -129,7 +129,13 @@ def make_station(root: Path, model_dir: Path, **overrides: dict[str, object]) ->
         },
         "database": {"url": "sqlite:///tigerwatch.db"},
         "model": {"name_or_path": str(model_dir), "batch_size": 8, "threads": 1},
-        "watch": {"quiet_seconds": 0.3, "rescan_interval_seconds": 60, "health_check_seconds": 0.5},
+        # A short incomplete grace: the suites drop truncated JPEGs that must reach quarantine.
+        "watch": {
+            "quiet_seconds": 0.3,
+            "incomplete_grace_seconds": 1.0,
+            "rescan_interval_seconds": 60,
+            "health_check_seconds": 0.5,
+        },
         "worker": {
             "batch_max_wait_seconds": 0.2,
             "retry_delay_seconds": 0.2,

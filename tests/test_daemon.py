@@ -58,7 +58,12 @@ from tests.daemon_support import (
 )
 
 CLASSIFIED = {"positive", "uncertain", "negative"}
-FAST_WATCH = {"quiet_seconds": 0.3, "rescan_interval_seconds": 60, "health_check_seconds": 0.5}
+FAST_WATCH = {
+    "quiet_seconds": 0.3,
+    "incomplete_grace_seconds": 1.0,  # truncated test files reach quarantine quickly
+    "rescan_interval_seconds": 60,
+    "health_check_seconds": 0.5,
+}
 
 
 # --- making images -------------------------------------------------------------------------------

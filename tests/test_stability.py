@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon.intake.stability import FileSignature, Readiness, StabilityTracker, StablePath
+from daemon.intake.stability import (
+    FileSignature,
+    Hint,
+    Readiness,
+    StabilityTracker,
+    StablePath,
+)
 
 QUIET = 5.0
 
@@ -323,3 +329,79 @@ def test_notes_from_many_threads_while_taking(tmp_path: Path, clock: FakeClock) 
     assert tracker.pending_count() == len(images)  # missing paths dropped, each image once
     clock.advance(QUIET)
     assert taken_paths(tracker) == images
+
+
+# --- writers that keep a file open, and data cut short --------------------------------------
+
+GRACE = 60.0
+
+
+@pytest.fixture
+def patient(clock: FakeClock) -> StabilityTracker:
+    return StabilityTracker(QUIET, incomplete_grace_seconds=GRACE, clock=clock)
+
+
+def test_a_file_still_open_for_writing_waits_for_its_close_then_a_quiet_period(
+    tmp_path: Path, patient: StabilityTracker, clock: FakeClock
+) -> None:
+    image = write(tmp_path / "IMG_0001.JPG")
+    patient.note(image, Hint.WRITTEN)
+    assert patient.take_stable() == []
+    clock.advance(QUIET * 3)  # quiet, but the writer never closed it: a stalled upload
+    assert patient.take_stable() == []
+    patient.note(image, Hint.CLOSED)
+    assert patient.take_stable() == []  # the quiet period starts again at the close
+    clock.advance(QUIET)
+    found = patient.take_stable()
+    assert [item.path for item in found] == [image]
+    assert not found[0].waited_out
+
+
+def test_a_file_never_closed_is_taken_once_the_grace_has_run_out(
+    tmp_path: Path, patient: StabilityTracker, clock: FakeClock
+) -> None:
+    image = write(tmp_path / "IMG_0001.JPG")
+    patient.note(image, Hint.WRITTEN)
+    assert patient.take_stable() == []
+    clock.advance(GRACE - 0.01)
+    assert patient.take_stable() == []
+    clock.advance(0.01)
+    found = patient.take_stable()
+    assert [item.path for item in found] == [image]
+    assert found[0].waited_out
+
+
+def test_data_cut_short_is_held_for_the_grace_and_released_by_any_change(
+    tmp_path: Path, patient: StabilityTracker, clock: FakeClock
+) -> None:
+    image = write(tmp_path / "IMG_0001.JPG", b"\xff\xd8\xff\xe0half")
+    patient.note(image)
+    patient.take_stable()
+    clock.advance(QUIET)
+    (first,) = patient.take_stable()
+    patient.hold_incomplete(first)
+    clock.advance(QUIET)
+    assert patient.take_stable() == []  # held: the rest of the upload may still come
+    write(image, b"\xff\xd8\xff\xe0half and the rest")
+    assert patient.take_stable() == []  # changed: a fresh quiet period, no hold
+    clock.advance(QUIET)
+    found = patient.take_stable()
+    assert [item.path for item in found] == [image]
+    assert not found[0].waited_out
+
+
+def test_a_hold_on_unchanged_data_ends_with_the_grace(
+    tmp_path: Path, patient: StabilityTracker, clock: FakeClock
+) -> None:
+    image = write(tmp_path / "IMG_0001.JPG", b"\xff\xd8\xff\xe0half")
+    patient.note(image)
+    patient.take_stable()
+    clock.advance(QUIET)
+    (first,) = patient.take_stable()
+    patient.hold_incomplete(first)
+    clock.advance(GRACE - QUIET - 0.01)
+    assert patient.take_stable() == []
+    clock.advance(0.01)  # the grace counts from when this data was first seen
+    found = patient.take_stable()
+    assert [item.path for item in found] == [image]
+    assert found[0].waited_out

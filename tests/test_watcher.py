@@ -15,6 +15,7 @@ from watchdog.observers import Observer
 
 import daemon.intake.watcher as watcher_module
 from daemon.intake.names import NameFilter
+from daemon.intake.stability import Hint
 from daemon.intake.watcher import InboxWatcher, WatchedInbox
 from tests.daemon_support import returns_within
 
@@ -369,3 +370,50 @@ def test_stop_ends_every_observer_thread(
     assert not watcher.is_healthy()
     assert watcher.check_health() == []
     watcher.stop()  # a second stop is harmless
+
+
+class WriteStateRecorder:
+    """The on_write_state callback: records (path, hint) pairs, from any watchdog thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: list[tuple[Path, Hint]] = []
+
+    def __call__(self, path: Path, hint: Hint) -> None:
+        with self._lock:
+            self._seen.append((path, hint))
+
+    @property
+    def seen(self) -> list[tuple[Path, Hint]]:
+        with self._lock:
+            return list(self._seen)
+
+
+def test_inotify_reports_a_writer_open_until_it_closes_the_file(
+    inbox: Path, make_watcher: Callable[..., InboxWatcher]
+) -> None:
+    hints, states = HintRecorder(), WriteStateRecorder()
+    make_watcher([WatchedInbox(inbox)], hints, on_write_state=states)
+    image = inbox / "IMG_0001.JPG"
+    with image.open("wb") as upload:
+        upload.write(b"\xff\xd8\xff\xe0half")
+        upload.flush()
+        wait_for(lambda: (image, Hint.WRITTEN) in states.seen)
+        assert (image, Hint.CLOSED) not in states.seen  # still open: an upload under way
+    wait_for(lambda: (image, Hint.CLOSED) in states.seen)
+    assert hints.saw(image)  # the creation itself is still a plain hint
+
+
+def test_polling_inboxes_send_no_write_state_since_they_never_see_a_close(
+    inbox: Path, make_watcher: Callable[..., InboxWatcher]
+) -> None:
+    hints, states = HintRecorder(), WriteStateRecorder()
+    make_watcher([WatchedInbox(inbox, polling=True)], hints, on_write_state=states)
+    image = inbox / "IMG_0001.JPG"
+    copy_in(image)
+    wait_for(lambda: hints.saw(image))
+    with image.open("ab") as more:
+        more.write(b"more")
+    # The change arrives as a plain hint (the quiet period judges it), never as WRITTEN.
+    wait_for(lambda: hints.paths.count(image) >= 2)
+    assert states.seen == []

@@ -32,6 +32,7 @@ class DecodeJob:
     max_pixels: int
     draft_size: int | None
     spec: PreprocessSpec
+    max_file_bytes: int | None = None  # images.max_file_bytes: larger files are never read
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays has no single truth value
@@ -55,7 +56,10 @@ def decode_job(job: DecodeJob) -> DecodeOutcome:
         return DecodeOutcome(decode_ms=(time.perf_counter() - started) * 1000, **fields)
 
     try:
-        data = _read_no_follow(job.path)
+        data = _read_no_follow(job.path, job.max_file_bytes)
+    except _TooLargeError:
+        # It was within the limit when queued, so it is other content now: intake judges it.
+        return outcome(gone=GONE_CHANGED)
     except FileNotFoundError:
         return outcome(gone=GONE_MISSING)
     except OSError as err:
@@ -84,8 +88,18 @@ def decode_job(job: DecodeJob) -> DecodeOutcome:
     )
 
 
-def _read_no_follow(path: str) -> bytes:
-    """Read a file's bytes without ever following a symlink put in its place."""
+class _TooLargeError(Exception):
+    """The opened file is over the size limit: not one byte of it was read."""
+
+
+def _read_no_follow(path: str, max_bytes: int | None) -> bytes:
+    """Read a file's bytes without ever following a symlink put in its place.
+
+    The size is checked on the opened file (fstat) before reading, so a file that grew past
+    `max_bytes` meanwhile is never loaded into the decoder's memory.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as handle:
+        if max_bytes is not None and os.fstat(fd).st_size > max_bytes:
+            raise _TooLargeError(path)
         return handle.read()

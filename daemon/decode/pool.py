@@ -16,6 +16,7 @@ from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from types import TracebackType
 
+from daemon.decode.budget import PixelBudget, decoded_pixels
 from daemon.decode.child import READY, LogLine
 from daemon.decode.jobs import DecodeJob, DecodeOutcome, JobFunction, decode_job
 
@@ -53,7 +54,8 @@ class DecoderPool:
     A job that runs too long has its process killed; a process that dies (a segfault in a C
     decoder, os._exit) is replaced. Either way only that job's future gets an error outcome and
     later jobs run normally. Futures raise DecoderPoolError when a process cannot be started and
-    CancelledError when the pool closes first.
+    CancelledError when the pool closes first. With `pixel_budget`, a job starts only while the
+    decoded pixels of all running jobs (read from each file's header) stay within it, or alone.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class DecoderPool:
         timeout: float,
         job_function: JobFunction = decode_job,
         start_timeout: float = _START_TIMEOUT,
+        pixel_budget: int | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError(f"processes must be at least 1, got {processes}")
@@ -71,7 +74,8 @@ class DecoderPool:
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._stopping = threading.Event()
         self._submit_lock = threading.Lock()
-        launch = _Launch(job_function, start_timeout)
+        budget = None if pixel_budget is None else PixelBudget(pixel_budget)
+        launch = _Launch(job_function, start_timeout, budget)
         children = _start_children(launch, processes)  # all or nothing: raises DecoderPoolError
         self._feeders = [
             _Feeder(self._jobs, self._stopping, launch, child, timeout) for child in children
@@ -129,6 +133,7 @@ class _Launch:
 
     job_function: JobFunction
     start_timeout: float
+    budget: PixelBudget | None = None  # shared by every feeder of the pool
 
 
 @dataclass
@@ -308,6 +313,25 @@ class _Feeder:
         """The job's outcome; None when the pool started closing meanwhile."""
         if self._stopping.is_set():
             return None
+        budget = self._launch.budget
+        if budget is None:
+            return self._decode(job)
+        pixels = decoded_pixels(
+            job.path,
+            formats=job.formats,
+            draft_size=job.draft_size,
+            max_pixels=job.max_pixels,
+            unknown=budget.limit,  # a header we cannot read: decode it alone, to be safe
+        )
+        if not budget.acquire(pixels, self._stopping):
+            return None
+        try:
+            return self._decode(job)
+        finally:
+            budget.release(pixels)
+
+    def _decode(self, job: DecodeJob) -> DecodeOutcome | None:
+        """Run `job` in this feeder's process, within the time limit."""
         started = time.monotonic()
         child = self._send(job)
         deadline = started + self._timeout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import queue
@@ -11,10 +12,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from daemon.hashing import sha256_file
+from daemon.decode.header import looks_complete
+from daemon.hashing import open_regular_file, sha256_stream
 from daemon.intake.names import NameFilter
 from daemon.intake.scanner import scan_inbox
-from daemon.intake.stability import Readiness, StabilityTracker, StablePath
+from daemon.intake.stability import Hint, Readiness, StabilityTracker, StablePath
 from daemon.storage.store import Arrival, ArrivalOutcome, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -40,21 +42,23 @@ class Intake:
         name_filter: NameFilter,
         inboxes: Sequence[Path],
         on_queued: Callable[[], None],
+        max_file_bytes: int | None = None,
     ) -> None:
         self._store = store
+        self._max_file_bytes = max_file_bytes
         self._tracker = tracker
         self._filter = name_filter
         self._inboxes = tuple(inboxes)
         self._on_queued = on_queued
-        self._hints: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._hints: queue.SimpleQueue[tuple[Path, Hint]] = queue.SimpleQueue()
 
-    def hint(self, path: Path) -> None:
-        self._hints.put(path)
+    def hint(self, path: Path, kind: Hint = Hint.LOOK) -> None:
+        self._hints.put((path, kind))
 
     def rescan(self) -> None:
         """Hint every candidate in every inbox: catches whatever the events missed."""
         for root in self._inboxes:
-            self._hints.put(root)
+            self._hints.put((root, Hint.LOOK))
 
     def run_once(self) -> int:
         """Drain hints, then record every path that has become stable; returns how many."""
@@ -79,7 +83,7 @@ class Intake:
     def _drain_hints(self) -> None:
         while True:
             try:
-                path = self._hints.get_nowait()
+                path, kind = self._hints.get_nowait()
             except queue.Empty:
                 return
             if _is_real_directory(path):
@@ -88,7 +92,7 @@ class Intake:
             elif path not in self._inboxes:
                 # An inbox root that is no folder now (deleted, swapped for a link) is the
                 # watcher's health check's business: moving it away would lose the inbox.
-                self._tracker.note(path)
+                self._tracker.note(path, kind)
 
     def _examine(self, item: StablePath) -> Arrival | int:
         """An Arrival to record, or how many rows were written for it on the spot (rejects)."""
@@ -119,7 +123,13 @@ class Intake:
     def _hash(self, item: StablePath) -> Arrival | int:
         path = str(item.path)
         try:
-            digest = sha256_file(item.path)
+            with open_regular_file(item.path) as stream:
+                size = os.fstat(stream.fileno()).st_size  # the opened file, not the name
+                if self._max_file_bytes is not None and size > self._max_file_bytes:
+                    return self._too_large(item, size, self._max_file_bytes)
+                if not self._complete_enough(item, stream):
+                    return 0
+                digest = sha256_stream(stream)
             after = os.lstat(item.path)
         except FileNotFoundError:
             logger.info("%s: gone before it could be recorded", path)
@@ -130,6 +140,33 @@ class Intake:
             self._tracker.note(item.path)  # still being written after all: wait again
             return 0
         return Arrival(path, digest, after.st_size)
+
+    def _complete_enough(self, item: StablePath, stream: io.FileIO) -> bool:
+        """False (and held for the incomplete grace) when the data stops before its end marker.
+
+        A partial upload must never become an `images` row: FTP servers write in place, and a
+        stalled link looks quiet. Once the grace has run out the file is taken as it is, and a
+        truncated one fails decoding and is quarantined as truncated.
+        """
+        if looks_complete(stream):
+            return True
+        if item.waited_out:
+            logger.warning(
+                "%s: still incomplete after the grace period; taking it as it is", item.path
+            )
+            return True
+        logger.info(
+            "%s: image data incomplete (upload under way?): waiting for the rest", item.path
+        )
+        self._tracker.hold_incomplete(item)
+        return False
+
+    def _too_large(self, item: StablePath, size: int, limit: int) -> int:
+        reason = f"file is {size} bytes, more than images.max_file_bytes ({limit}); not read"
+        logger.error("%s: rejected: %s", item.path, reason)
+        self._store.record_reject(str(item.path), reason)
+        self._on_queued()
+        return 1
 
     def _commit(self, arrivals: Sequence[Arrival]) -> int:
         """Record arrivals in one transaction; returns how many became new rows."""

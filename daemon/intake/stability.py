@@ -9,7 +9,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -46,11 +46,23 @@ class Readiness(StrEnum):
     OTHER = "other"
 
 
+class Hint(StrEnum):
+    """What an event says about a path beyond "look at it"; only inotify tells WRITTEN/CLOSED."""
+
+    LOOK = "look"  # created, moved in, found by a scan: judged by the quiet period
+    WRITTEN = "written"  # data written (IN_MODIFY): a writer holds it open until CLOSED
+    CLOSED = "closed"  # the writer closed it (IN_CLOSE_WRITE): quiet from now on
+
+
 @dataclass(frozen=True)
 class StablePath:
     path: Path
     kind: Readiness
     signature: FileSignature
+    # Bookkeeping, not identity: when this signature was first seen (the tracker's clock), and
+    # whether it was taken only because the incomplete grace ran out.
+    quiet_since: float = field(default=0.0, compare=False)
+    waited_out: bool = field(default=False, compare=False)
 
 
 @dataclass
@@ -61,6 +73,12 @@ class _Pending:
     kind: Readiness | None = None
     quiet_since: float = 0.0
     last_error: str | None = None
+    writer_open: bool = False  # a write was seen and no close since (inotify inboxes)
+    incomplete: bool = False  # intake found this signature's data cut short
+
+
+def _held(entry: _Pending) -> bool:
+    return entry.writer_open or entry.incomplete
 
 
 def _kind_of(mode: int) -> Readiness | None:
@@ -79,27 +97,58 @@ class StabilityTracker:
     A path is stable when take_stable sees the same kind and signature as at its previous look,
     and at least `quiet_seconds` have passed on the monotonic clock since that signature was first
     seen. The first look only starts the timer, so every path needs two looks, even with
-    `quiet_seconds == 0`. Timers use `clock` (monotonic by default) because station wall clocks
-    jump; should an injected clock ever run backwards, the timer restarts from the new reading
-    rather than waiting for the old one to come round again.
+    `quiet_seconds == 0`. A path held (a writer still has it open, or `hold_incomplete` said its
+    data is cut short) waits `incomplete_grace_seconds` of quiet instead. Timers use `clock`
+    (monotonic by default) because station wall clocks jump; should an injected clock ever run
+    backwards, the timer restarts from the new reading rather than waiting for the old one to
+    come round again.
     """
 
     def __init__(
-        self, quiet_seconds: float, *, clock: Callable[[], float] = time.monotonic
+        self,
+        quiet_seconds: float,
+        *,
+        incomplete_grace_seconds: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if quiet_seconds < 0:
-            raise ValueError(f"quiet_seconds must be >= 0, got {quiet_seconds}")
+        if quiet_seconds < 0 or incomplete_grace_seconds < 0:
+            raise ValueError(
+                f"quiet_seconds and incomplete_grace_seconds must be >= 0,"
+                f" got {quiet_seconds} and {incomplete_grace_seconds}"
+            )
         self._quiet_seconds = quiet_seconds
+        self._grace_seconds = max(quiet_seconds, incomplete_grace_seconds)
         self._clock = clock
         self._pending: dict[Path, _Pending] = {}
         self._lock = threading.Lock()
         # Serialises whole take_stable passes so two callers never judge the same path at once.
         self._take_lock = threading.Lock()
 
-    def note(self, path: Path) -> None:
-        """Record a hint. Cheap and I/O-free; re-noting a pending path changes nothing."""
+    def note(self, path: Path, hint: Hint = Hint.LOOK) -> None:
+        """Record a hint. Cheap and I/O-free; re-noting a pending path with LOOK changes nothing.
+
+        WRITTEN holds the path until CLOSED; CLOSED restarts its quiet period, so the file is
+        taken only once it has stayed quiet after the writer closed it.
+        """
         with self._lock:
-            self._pending.setdefault(path, _Pending())
+            entry = self._pending.setdefault(path, _Pending())
+            if hint is Hint.WRITTEN:
+                entry.writer_open = True
+            elif hint is Hint.CLOSED:
+                entry.writer_open = False
+                entry.signature = None
+
+    def hold_incomplete(self, item: StablePath) -> None:
+        """Track `item` again: its data looked cut short, so it waits the incomplete grace.
+
+        The grace counts from when this signature was first seen; any change to the file ends
+        the hold and the new data is judged afresh. A newer hint for the path wins.
+        """
+        with self._lock:
+            if item.path not in self._pending:
+                self._pending[item.path] = _Pending(
+                    item.signature, item.kind, item.quiet_since, incomplete=True
+                )
 
     def forget(self, path: Path) -> None:
         with self._lock:
@@ -158,8 +207,16 @@ class StabilityTracker:
         unchanged = entry.signature == signature and entry.kind == kind
         if not unchanged or now < entry.quiet_since:
             entry.signature, entry.kind, entry.quiet_since = signature, kind, now
+            entry.incomplete = False  # new data: judged afresh
             return None
-        if now - entry.quiet_since < self._quiet_seconds:
+        held = _held(entry)
+        if now - entry.quiet_since < (self._grace_seconds if held else self._quiet_seconds):
             return None
         del self._pending[path]
-        return StablePath(path=path, kind=kind, signature=signature)
+        if entry.writer_open:
+            logger.warning(
+                "%s: no close event in %.0f s of quiet after a write; taking it as it is",
+                path,
+                self._grace_seconds,
+            )
+        return StablePath(path, kind, signature, entry.quiet_since, waited_out=held)

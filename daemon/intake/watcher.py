@@ -18,6 +18,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.intake.names import NameFilter
+from daemon.intake.stability import Hint
+
+WriteStateHint = Callable[[Path, Hint], None]
 
 logger = logging.getLogger(__name__)
 
@@ -44,36 +47,46 @@ class _HintHandler(FileSystemEventHandler):
 
     Directory hints are sent for created and moved-in folders (a DCIM tree arriving at once) but
     not for "directory modified", which fires on the parent for every file change and would turn
-    each new file into a rescan of its whole folder.
+    each new file into a rescan of its whole folder. With `on_write_state` (inotify watches
+    only: polling sees no closes), a file's writes and its close go there as WRITTEN and CLOSED.
     """
 
     def __init__(
-        self, root: Path, on_hint: Callable[[Path], None], name_filter: NameFilter
+        self,
+        root: Path,
+        on_hint: Callable[[Path], None],
+        name_filter: NameFilter,
+        on_write_state: WriteStateHint | None = None,
     ) -> None:
         super().__init__()
         self._root = root
         self._on_hint = on_hint
         self._filter = name_filter
+        self._on_write_state = on_write_state
 
     def on_created(self, event: FileSystemEvent) -> None:
         self._hint(event.src_path, is_directory=event.is_directory)
 
     def on_modified(self, event: FileSystemEvent) -> None:
         if not event.is_directory:
-            self._hint(event.src_path, is_directory=False)
+            self._hint(event.src_path, is_directory=False, hint=Hint.WRITTEN)
 
     def on_closed(self, event: FileSystemEvent) -> None:
-        self._hint(event.src_path, is_directory=False)
+        self._hint(event.src_path, is_directory=False, hint=Hint.CLOSED)
 
     def on_moved(self, event: FileSystemEvent) -> None:
         if event.dest_path:  # empty when a file left the inbox
             self._hint(event.dest_path, is_directory=event.is_directory)
 
-    def _hint(self, raw_path: bytes | str, *, is_directory: bool) -> None:
+    def _hint(self, raw_path: bytes | str, *, is_directory: bool, hint: Hint = Hint.LOOK) -> None:
         try:
             path = Path(os.fsdecode(raw_path))
-            if self._wanted(path, is_directory=is_directory):
+            if not self._wanted(path, is_directory=is_directory):
+                return
+            if hint is Hint.LOOK or self._on_write_state is None:
                 self._on_hint(path)
+            else:
+                self._on_write_state(path, hint)
         except Exception:
             logger.exception("Watch event for %s could not be passed on", os.fsdecode(raw_path))
 
@@ -148,6 +161,7 @@ class InboxWatcher:
     Thread-safe: `check_health` may run on a scheduler thread while `stop` runs on the main one.
     Whenever a watch is (re)established, including at start, `on_hint(inbox root)` asks the
     caller to rescan that inbox, since files may have landed while nothing was watching.
+    `on_write_state`, when given, hears of writes and closes on inotify watches (see Hint).
     """
 
     def __init__(
@@ -157,9 +171,11 @@ class InboxWatcher:
         name_filter: NameFilter,
         *,
         poll_interval: float = 2.0,
+        on_write_state: WriteStateHint | None = None,
     ) -> None:
         self._inboxes = tuple(inboxes)
         self._on_hint = on_hint
+        self._on_write_state = on_write_state
         self._filter = name_filter
         self._poll_interval = poll_interval
         self._active: dict[Path, _ActiveWatch] = {}
@@ -276,7 +292,8 @@ class InboxWatcher:
             PollingObserver(timeout=self._poll_interval) if polling else Observer()
         )
         observer.name = f"watch:{inbox.path}"
-        handler = _HintHandler(inbox.path, self._on_hint, self._filter)
+        writes = None if polling else self._on_write_state  # polling never sees a close
+        handler = _HintHandler(inbox.path, self._on_hint, self._filter, writes)
         observer.schedule(handler, os.fspath(inbox.path), recursive=True)
         try:
             observer.start()
