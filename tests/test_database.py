@@ -39,7 +39,7 @@ from daemon.storage.schema import (
     utcnow,
 )
 
-TABLES = {"images", "classifications", "duplicates", "rejects"}
+TABLES = {"images", "classifications", "duplicates", "rejects", "stuck_moves"}
 
 
 @pytest.fixture
@@ -167,10 +167,10 @@ def test_a_failing_revision_rolls_the_whole_upgrade_back(
 ) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(database.MIGRATIONS_DIR, migrations)
-    (migrations / "versions" / "0002_broken.py").write_text(
+    (migrations / "versions" / "0003_broken.py").write_text(
         "from alembic import op\n"
         "import sqlalchemy as sa\n"
-        "revision = '0002'\ndown_revision = '0001'\nbranch_labels = None\ndepends_on = None\n"
+        "revision = '0003'\ndown_revision = '0002'\nbranch_labels = None\ndepends_on = None\n"
         "def upgrade():\n"
         "    op.add_column('rejects', sa.Column('extra', sa.Integer()))\n"
         "    raise RuntimeError('broken revision')\n"
@@ -182,7 +182,7 @@ def test_a_failing_revision_rolls_the_whole_upgrade_back(
     with pytest.raises(RuntimeError, match="broken revision"):
         upgrade_database(url)
 
-    # Nothing of 0001 nor of 0002 survived: the upgrade was one transaction.
+    # Nothing of 0001, 0002 nor 0003 survived: the upgrade was one transaction.
     assert sqlite_schema(tmp_path / "broken.db") == []
 
 

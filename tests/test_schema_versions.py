@@ -15,8 +15,8 @@ NEXT_REVISION = '''"""A later schema change, for the backup test."""
 
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -40,7 +40,7 @@ def newer_migrations(tmp_path: Path) -> Path:
     """A copy of migrations/ with one more revision, as a newer tigerwatch would ship."""
     folder = tmp_path / "migrations"
     shutil.copytree(database.MIGRATIONS_DIR, folder)
-    (folder / "versions" / "0002_later_feature.py").write_text(NEXT_REVISION)
+    (folder / "versions" / "0003_later_feature.py").write_text(NEXT_REVISION)
     return folder
 
 
@@ -59,10 +59,10 @@ def test_database_at_previous_revision_is_backed_up_then_upgraded(
 
     upgrade_database(url)
 
-    assert _revision(db) == "0002"
-    backups = list(tmp_path.glob("tw.db.before-0002-*.bak"))
+    assert _revision(db) == "0003"
+    backups = list(tmp_path.glob("tw.db.before-0003-*.bak"))
     assert len(backups) == 1
-    assert _revision(backups[0]) == "0001"
+    assert _revision(backups[0]) == "0002"
     with sqlite3.connect(backups[0]) as connection:
         assert connection.execute("SELECT reason FROM rejects").fetchall() == [("test row",)]
 
@@ -81,12 +81,12 @@ def test_database_from_a_newer_version_is_refused_untouched(
     url = f"sqlite:///{db}"
     with monkeypatch.context() as newer:
         newer.setattr(database, "MIGRATIONS_DIR", newer_migrations)
-        upgrade_database(url)  # a newer tigerwatch brought it to 0002
+        upgrade_database(url)  # a newer tigerwatch brought it to 0003
     before = db.read_bytes()
 
-    with pytest.raises(DatabaseError, match=r"0002.*newer tigerwatch"):
+    with pytest.raises(DatabaseError, match=r"0003.*newer tigerwatch"):
         upgrade_database(url)
 
-    assert _revision(db) == "0002"
+    assert _revision(db) == "0003"
     assert db.read_bytes() == before
     assert list(tmp_path.glob("*.bak")) == []
