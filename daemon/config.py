@@ -306,6 +306,8 @@ class Watch(_Section):
     quiet_seconds: float = Field(default=5.0, ge=0)
     rescan_interval_seconds: float = Field(default=300.0, gt=0, le=3600)
     health_check_seconds: float = Field(default=10.0, gt=0)
+    # Work waiting and nothing finished for this long: the watchdog ping is withheld.
+    stall_seconds: float = Field(default=300.0, gt=0)
     ignore_patterns: Annotated[tuple[Text, ...], BeforeValidator(_one_or_many)] = ()
 
 

@@ -21,6 +21,7 @@ from daemon.intake.names import NameFilter
 from daemon.intake.stability import StabilityTracker
 from daemon.intake.watcher import InboxWatcher, WatchedInbox
 from daemon.notify import SystemdNotifier
+from daemon.progress import ProgressWatch
 from daemon.schedule import start_wall_clock_jobs
 from daemon.storage.database import create_db_engine, upgrade_database
 from daemon.storage.store import Store
@@ -177,22 +178,16 @@ def _supervise(
 ) -> None:
     """Send WATCHDOG=1 only after checking that every part is alive and the queue moves."""
     interval = config.watch.health_check_seconds
+    progress = ProgressWatch(worker.store, config.watch.stall_seconds)
     while not threads.stop.wait(timeout=interval):
         for problem in watcher.check_health():
             logger.warning("watcher: %s", problem)
         if not threads.all_alive():
             logger.critical("a daemon thread died; stopping so systemd restarts the service")
             raise SystemExit(1)
-        stalled = time.monotonic() - worker.last_progress
-        if not worker.idle() and stalled > _STALL_SECONDS:
-            logger.error(
-                "worker has made no progress for %.0f s; withholding the watchdog ping", stalled
-            )
-            continue
+        if progress.check() is not None:
+            continue  # work waits and nothing finishes: no ping (ProgressWatch logged why)
         notifier.watchdog()
-
-
-_STALL_SECONDS = 300.0
 
 
 def _intake_loop(intake: Intake, stop: threading.Event, rescan_every: float) -> None:
