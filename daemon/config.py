@@ -320,6 +320,8 @@ class Worker(_Section):
     max_decode_attempts: int = Field(default=3, ge=1)
     retry_delay_seconds: float = Field(default=60.0, ge=0)
     destination_retry_seconds: float = Field(default=30.0, gt=0)
+    # Tries of a move that fails for one entry alone (doubling delays from the one above).
+    max_move_attempts: int = Field(default=5, ge=1)
 
 
 def _group_id(value: object) -> object:

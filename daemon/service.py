@@ -16,6 +16,7 @@ from daemon.config import Config
 from daemon.decode.pool import DecoderPool
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.router import Router, RoutingLoop
+from daemon.delivery.setaside import EntryFailures
 from daemon.intake.arrivals import Intake
 from daemon.intake.names import NameFilter
 from daemon.intake.stability import StabilityTracker
@@ -107,7 +108,12 @@ def _build(config: Config, threads: _Threads) -> _Parts:
     store = Store(create_db_engine(config.database.url))
     classifier = _load_classifier(config)
     ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
-    router = Router(store, config.paths, ownership)
+    failures = EntryFailures(
+        store,
+        first_delay=config.worker.destination_retry_seconds,
+        max_attempts=config.worker.max_move_attempts,
+    )
+    router = Router(store, config.paths, ownership, failures)
     router.route_pending()  # settle moves a crash left half-done before taking new work
     intake, watcher = _build_intake(config, store, threads)
     decoder = DecoderPool(
