@@ -204,7 +204,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"error: {err}; run `tigerwatch db upgrade -c {args.config}`", file=sys.stderr)
         return EXIT_DATABASE
     try:
-        report = gather_status(Store(engine))
+        report = gather_status(Store(engine), stall_seconds=config.watch.stall_seconds)
     finally:
         engine.dispose()
     print(dump_json(report.as_dict()) if args.json else format_status(report))

@@ -198,6 +198,8 @@ class Watch(_Section):
     incomplete_grace_seconds: float = Field(default=600.0, ge=0)
     rescan_interval_seconds: float = Field(default=300.0, gt=0, le=3600)
     health_check_seconds: float = Field(default=10.0, gt=0)
+    # Work waiting and nothing finished for this long: the watchdog ping is withheld.
+    stall_seconds: float = Field(default=300.0, gt=0)
     ignore_patterns: Annotated[tuple[Text, ...], BeforeValidator(_one_or_many)] = ()
 
 
@@ -212,6 +214,8 @@ class Worker(_Section):
     max_decode_attempts: int = Field(default=3, ge=1)
     retry_delay_seconds: float = Field(default=60.0, ge=0)
     destination_retry_seconds: float = Field(default=30.0, gt=0)
+    # Tries of a move that fails for one entry alone (doubling delays from the one above).
+    max_move_attempts: int = Field(default=5, ge=1)
 
 
 def _group_id(value: object) -> object:

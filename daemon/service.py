@@ -17,11 +17,13 @@ from daemon.config import Config
 from daemon.decode.pool import DecoderPool
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.router import Router, RoutingLoop
+from daemon.delivery.setaside import EntryFailures
 from daemon.intake.arrivals import Intake
 from daemon.intake.names import NameFilter
 from daemon.intake.stability import StabilityTracker
 from daemon.intake.watcher import InboxWatcher, WatchedInbox
 from daemon.notify import SystemdNotifier
+from daemon.progress import ProgressWatch
 from daemon.schedule import start_wall_clock_jobs
 from daemon.storage.database import create_db_engine, upgrade_database
 from daemon.storage.instance import InstanceLock, lock_database
@@ -150,7 +152,12 @@ def _build(
         lock.note_database_opened()
     store = Store(create_db_engine(config.database.url))
     classifier = _load_classifier(config)
-    router = Router(store, config.paths, ownership)
+    failures = EntryFailures(
+        store,
+        first_delay=config.worker.destination_retry_seconds,
+        max_attempts=config.worker.max_move_attempts,
+    )
+    router = Router(store, config.paths, ownership, failures)
     router.route_pending()  # settle moves a crash left half-done before taking new work
     intake, watcher = _build_intake(config, store, threads)
     decoder = DecoderPool(
@@ -232,6 +239,7 @@ def _supervise(
     was deleted or replaced under the daemon (its writes would go to a file nobody can see).
     """
     interval = config.watch.health_check_seconds
+    progress = ProgressWatch(parts.worker.store, config.watch.stall_seconds)
     while not threads.stop.wait(timeout=interval):
         if lock is not None and (change := lock.database_changed()) is not None:
             logger.critical(
@@ -248,17 +256,12 @@ def _supervise(
         if not threads.all_alive():
             logger.critical("a daemon thread died; stopping so systemd restarts the service")
             raise SystemExit(1)
-        stalled = time.monotonic() - parts.worker.last_progress
-        if not parts.worker.idle() and stalled > _STALL_SECONDS:
-            logger.error(
-                "worker has made no progress for %.0f s; withholding the watchdog ping", stalled
-            )
-            continue
+        if progress.check() is not None:
+            continue  # work waits and nothing finishes: no ping (ProgressWatch logged why)
         notifier.watchdog()
     return 0
 
 
-_STALL_SECONDS = 300.0
 # The CLI's exit code for a database problem (cli.EXIT_DATABASE), which sits above this module.
 EXIT_DATABASE_LOST = 4
 

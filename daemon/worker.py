@@ -84,6 +84,11 @@ class Worker:
     def idle(self) -> bool:
         return not self._inflight
 
+    @property
+    def store(self) -> Store:
+        """The queue this worker takes from (the health check measures its progress)."""
+        return self._store
+
     # --- decoding ahead ---------------------------------------------------------------------------
 
     def _top_up(self) -> None:

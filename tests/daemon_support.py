@@ -334,8 +334,16 @@ def drain_after_last_restart(
 # --- the invariant -------------------------------------------------------------------------------
 
 
-def check_invariant(station: Station, dropped_contents: set[str] | None = None) -> list[str]:
+def check_invariant(
+    station: Station,
+    dropped_contents: set[str] | None = None,
+    *,
+    stuck: frozenset[Path] = frozenset(),
+) -> list[str]:
     """Everything that must hold once the daemon is idle; returns the violations (empty = ok).
+
+    `stuck`: inbox entries the test made unmovable; each must be recorded as stuck (and only
+    those), and their rows and files are left out of the checks below.
 
     - every row is done; no accepted file is left in the inbox;
     - each distinct content has exactly one image row; nothing was classified twice;
@@ -346,11 +354,13 @@ def check_invariant(station: Station, dropped_contents: set[str] | None = None) 
     """
     problems: list[str] = []
     config = station.config()
-    if leftovers := inbox_files(station):
+    recorded_stuck = _check_stuck(station, stuck, problems)
+    if leftovers := [path for path in inbox_files(station) if path not in stuck]:
         problems.append(f"files left in the inbox: {[str(p) for p in leftovers[:5]]}")
-    for table in ("images", "duplicates", "rejects"):
+    for kind, table in (("image", "images"), ("duplicate", "duplicates"), ("reject", "rejects")):
         for row in query(station, f"SELECT id, state FROM {table} WHERE state != 'done'"):
-            problems.append(f"{table} row {row[0]} left in state {row[1]}")
+            if (kind, row[0]) not in recorded_stuck:
+                problems.append(f"{table} row {row[0]} left in state {row[1]}")
     integrity = query(station, "PRAGMA integrity_check")
     if integrity != [("ok",)]:
         problems.append(f"integrity_check: {integrity}")
@@ -369,6 +379,25 @@ def check_invariant(station: Station, dropped_contents: set[str] | None = None) 
     return problems
 
 
+def _check_stuck(
+    station: Station, expected: frozenset[Path], problems: list[str]
+) -> set[tuple[str, int]]:
+    """Stuck entries must be exactly the expected ones, each still at its inbox path."""
+    try:
+        rows = query(station, "SELECT kind, row_id, source_path FROM stuck_moves")
+    except sqlite3.OperationalError:  # a schema from before stuck moves
+        rows = []
+    paths = {Path(str(path)) for _, _, path in rows}
+    if paths != set(expected):
+        problems.append(
+            f"stuck entries {sorted(map(str, paths))}, expected {sorted(map(str, expected))}"
+        )
+    problems += [
+        f"stuck {path} is no longer in place" for path in paths if not os.path.lexists(path)
+    ]
+    return {(str(kind), int(str(row_id))) for kind, row_id, _ in rows}
+
+
 def _check_recorded_files(station: Station, config: Config, problems: list[str]) -> set[Path]:
     roots = {
         "positive": config.paths.review,
@@ -379,7 +408,7 @@ def _check_recorded_files(station: Station, config: Config, problems: list[str])
     recorded: set[Path] = set()
     rows = query(station, "SELECT id, sha256, decision, final_path FROM images")
     for image_id, sha256, decision, final_path in rows:
-        if decision == "vanished":
+        if decision == "vanished" or (final_path is None and _is_stuck(station, image_id)):
             continue
         if final_path is None:
             problems.append(f"image {image_id} ({decision}) has no final path")
@@ -401,6 +430,14 @@ def _check_recorded_files(station: Station, config: Config, problems: list[str])
                 problems.append(f"rejected entry missing at {path}")
             recorded.add(path)
     return recorded
+
+
+def _is_stuck(station: Station, image_id: object) -> bool:
+    try:
+        sql = "SELECT 1 FROM stuck_moves WHERE kind = 'image' AND row_id = ?"
+        return bool(query(station, sql, image_id))
+    except sqlite3.OperationalError:
+        return False
 
 
 def _check_file(

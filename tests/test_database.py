@@ -39,7 +39,7 @@ from daemon.storage.schema import (
     utcnow,
 )
 
-TABLES = {"images", "classifications", "duplicates", "rejects"}
+TABLES = {"images", "classifications", "duplicates", "rejects", "stuck_moves"}
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
@@ -20,27 +19,18 @@ from daemon.delivery.fileops import (
     unique_destination,
     write_sidecar,
 )
+from daemon.delivery.move_errors import Scope, classify_move_error
 from daemon.delivery.permissions import Ownership
+from daemon.delivery.setaside import EntryFailures
 from daemon.outcomes import Destination
 from daemon.storage.schema import printable
 from daemon.storage.store import PendingMove, RowKind, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
-# Errors that mean "the destination cannot take files right now": wait and try again.
-_RETRYABLE = {
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EROFS,
-    errno.EACCES,
-    errno.EPERM,
-    errno.EIO,
-    errno.EAGAIN,
-}
-
 
 class DestinationUnavailableError(Exception):
-    """A destination refused a file (full disk, read-only, permissions); the move waits."""
+    """A destination refuses every file (full disk, read-only, permissions); the moves wait."""
 
 
 @dataclass(frozen=True)
@@ -50,10 +40,18 @@ class RouteSummary:
 
 
 class Router:
-    def __init__(self, store: Store, paths: Paths, ownership: Ownership | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        paths: Paths,
+        ownership: Ownership | None = None,
+        failures: EntryFailures | None = None,
+    ) -> None:
         self._store = store
         self._paths = paths
         self._ownership = ownership or Ownership()
+        # One entry that will not move waits alone; see setaside.py.
+        self._failures = failures or EntryFailures(store, first_delay=30.0, max_attempts=5)
         # Quarantine notes that could not be written (full disk), by quarantined file: the
         # reason is in the database either way, but staff read it beside the file.
         self._notes_owed: dict[Path, PendingMove] = {}
@@ -67,29 +65,28 @@ class Router:
         resumed = {(move.kind, move.id) for move in moves if move.intended_path is not None}
         moves = self._assign_destinations(moves)
         finished: list[tuple[RowKind, int, str]] = []
-        failed = 0
         try:
             for index, move in enumerate(moves):
+                if not self._failures.due(move):
+                    continue  # an entry that failed waits out its own backoff, alone
                 try:
                     destination = self._finish(move, resumed=(move.kind, move.id) in resumed)
                 except DestinationUnavailableError as err:
                     waiting = len(moves) - index
                     logger.error("%s; %d file(s) wait in the inbox until it is fixed", err, waiting)
-                    return RouteSummary(len(finished), waiting + failed)
+                    return RouteSummary(len(finished), waiting)
                 except OSError as err:
-                    # Specific to this one file: the others go on; it is tried again next round.
-                    logger.error(
-                        "%s: cannot move to %s: %s", move.source_path, move.intended_path, err
-                    )
-                    failed += 1
+                    # This entry's own trouble: the others go on without waiting for it.
+                    self._failures.failed(move, err)
                     continue
+                self._failures.moved(move)
                 if destination is not None:
                     finished.append((move.kind, move.id, str(destination)))
         finally:
             # One commit for the round: a crash before it leaves rows whose files are already
             # in place, which start-up settlement recognises and closes.
             self._store.record_moved_many(finished)
-        return RouteSummary(len(finished), failed)
+        return RouteSummary(len(finished), 0)
 
     def _assign_destinations(self, moves: list[PendingMove]) -> list[PendingMove]:
         """Record every new destination in one commit, before any file is touched."""
@@ -143,7 +140,7 @@ class Router:
         try:
             move_durably(source, destination)
         except OSError as err:
-            if err.errno in _RETRYABLE:
+            if classify_move_error(err, source, destination).scope is Scope.DESTINATION:
                 raise DestinationUnavailableError(
                     f"cannot move {source} to {destination}: {err.strerror}"
                 ) from err

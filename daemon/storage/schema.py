@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -100,6 +101,14 @@ class ImageDecision(enum.StrEnum):
     NEGATIVE = "negative"
     QUARANTINED = "quarantined"
     VANISHED = "vanished"  # the file disappeared from the inbox before it could be moved
+
+
+class RowKind(enum.StrEnum):
+    """Which table a queue row lives in: every kind of row has a file to move out of an inbox."""
+
+    IMAGE = "image"
+    DUPLICATE = "duplicate"
+    REJECT = "reject"
 
 
 class MoveState(enum.StrEnum):
@@ -311,3 +320,18 @@ class Reject(Base):
     intended_path: Mapped[str | None] = mapped_column(FsPath)
     final_path: Mapped[str | None] = mapped_column(FsPath)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StuckMove(Base):
+    """An inbox entry the daemon cannot move at all (its folder refuses, not a file): left in
+    place with the reason, until a later try (hourly, or at start-up) succeeds."""
+
+    __tablename__ = "stuck_moves"
+    __table_args__ = (_one_of("kind", RowKind), UniqueConstraint("kind", "row_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[RowKind] = mapped_column(StrEnumType(RowKind))
+    row_id: Mapped[int] = mapped_column(Integer)  # images.id, duplicates.id or rejects.id
+    source_path: Mapped[str] = mapped_column(FsPath)
+    reason: Mapped[str] = mapped_column(Message)
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

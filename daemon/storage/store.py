@@ -25,6 +25,8 @@ from daemon.storage.schema import (
     Reject,
     utcnow,
 )
+from daemon.storage.schema import RowKind as RowKind  # re-exported: the routers' vocabulary
+from daemon.storage.stuck import StuckMoves, clear_stuck
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +51,6 @@ class Arrival:
     path: str
     sha256: str
     size: int
-
-
-class RowKind(StrEnum):
-    IMAGE = "image"
-    DUPLICATE = "duplicate"
-    REJECT = "reject"
 
 
 @dataclass(frozen=True)
@@ -107,7 +103,7 @@ class PendingMove:
     reason: str | None  # written to the sidecar of a quarantined file
 
 
-class Store:
+class Store(StuckMoves):
     def __init__(self, engine: Engine) -> None:
         # Writes begin IMMEDIATE (take the write lock at once); reads must not, or a status
         # query would queue behind the daemon's commits.
@@ -264,12 +260,14 @@ class Store:
                 row.final_path = final_path
                 row.done_at = utcnow()
                 row.state = ImageState.DONE if kind is RowKind.IMAGE else MoveState.DONE
+                clear_stuck(session, kind, row_id)
 
     def record_source_lost(self, kind: RowKind, row_id: int, reason: str) -> None:
         """The file left the inbox by other hands before it could be moved: say so, and close."""
         with self._writing() as session:
             row = _row(session, kind, row_id)
             row.done_at = utcnow()
+            clear_stuck(session, kind, row_id)
             if isinstance(row, Image):
                 row.state = ImageState.DONE
                 row.decision = ImageDecision.VANISHED

@@ -1,0 +1,65 @@
+"""Sorts a failed move's OSError: one entry's own trouble, or a destination refusing every file."""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+# A destination in this state refuses every file, not just this one: the whole flow waits.
+_DESTINATION_WIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+# Calls that name two paths (link, rename) do not say which side refused; for these the
+# inbox folder is looked at to tell.
+_EITHER_SIDE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+class Scope(StrEnum):
+    """How far a failed move reaches."""
+
+    ENTRY = "entry"  # this inbox entry alone: retried with backoff, then set aside
+    DESTINATION = "destination"  # the destination refuses every file: the flow pauses
+
+
+@dataclass(frozen=True)
+class MoveFault:
+    scope: Scope
+    at_source: bool  # the inbox side failed: no other destination would take it either
+    reason: str
+
+
+def classify_move_error(err: OSError, source: Path, destination: Path) -> MoveFault:
+    """The one place that decides whether a move error pauses the flow or touches one entry.
+
+    Only a full, over-quota, read-only or refusing *destination* pauses; everything about the
+    entry itself (not a regular file, its folder refuses the unlink, gone, too large, changed
+    while copied) is the entry's alone.
+    """
+    at_source = _failed_at_source(err, source)
+    scope = Scope.DESTINATION if not at_source and err.errno in _DESTINATION_WIDE else Scope.ENTRY
+    side = "the inbox side" if at_source else f"the destination {destination.parent}"
+    reason = f"{err.strerror or err} ({errno.errorcode.get(err.errno or 0, '?')} at {side})"
+    return MoveFault(scope=scope, at_source=at_source, reason=reason)
+
+
+def _failed_at_source(err: OSError, source: Path) -> bool:
+    if err.errno == errno.ENOENT and not os.path.lexists(source):
+        return True  # vanished from the inbox
+    if err.filename2 is not None:
+        # link() and rename() name the source first whichever side failed; the source was
+        # there a moment ago, so only a refusal can still be the inbox folder's.
+        return err.errno in _EITHER_SIDE and not _inbox_folder_lets_go(source)
+    named = {os.fsdecode(err.filename)} if err.filename is not None else set()
+    return bool(named & {str(source), str(source.parent)})
+
+
+def _inbox_folder_lets_go(source: Path) -> bool:
+    """Can this process remove entries from the source's folder (write and search on it)?
+
+    access(2) also answers for root: an immutable (chattr +i) or read-only folder says no.
+    """
+    mode = os.W_OK | os.X_OK
+    if os.access in os.supports_effective_ids:
+        return os.access(source.parent, mode, effective_ids=True)
+    return os.access(source.parent, mode)
