@@ -105,6 +105,7 @@ class Worker:
             max_pixels=images.max_pixels,
             draft_size=self._classifier.input_size,
             spec=self._classifier.preprocess_spec,
+            inboxes=tuple(str(inbox.path) for inbox in self._config.paths.inbox),
         )
         future = self._decoder.submit(job)
         future.add_done_callback(lambda _: self._finished_at.__setitem__(item.id, time.monotonic()))

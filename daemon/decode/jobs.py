@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from daemon.beneath import UnsafePathError, folder_beneath
 from daemon.decode.imaging import ImageError, decode_image
 from daemon.decode.preprocess import PreprocessSpec, to_pixels
 from daemon.hashing import sha256_bytes
@@ -20,6 +22,7 @@ JobFunction = Callable[["DecodeJob"], "DecodeOutcome"]
 
 GONE_MISSING = "file disappeared from the inbox before it was classified"
 GONE_CHANGED = "content changed after it was queued; the new content is a new image"
+GONE_UNSAFE = "left where it is: a folder on the way to it became a symbolic link"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class DecodeJob:
     max_pixels: int
     draft_size: int | None
     spec: PreprocessSpec
+    # The inboxes: the file is read from its inbox down, never through a symlinked folder.
+    # Empty: read by path (tools and tests outside the daemon).
+    inboxes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays has no single truth value
@@ -55,7 +61,9 @@ def decode_job(job: DecodeJob) -> DecodeOutcome:
         return DecodeOutcome(decode_ms=(time.perf_counter() - started) * 1000, **fields)
 
     try:
-        data = _read_no_follow(job.path)
+        data = _read_no_follow(job.path, job.inboxes)
+    except UnsafePathError:
+        return outcome(gone=GONE_UNSAFE)
     except FileNotFoundError:
         return outcome(gone=GONE_MISSING)
     except OSError as err:
@@ -84,8 +92,13 @@ def decode_job(job: DecodeJob) -> DecodeOutcome:
     )
 
 
-def _read_no_follow(path: str) -> bytes:
-    """Read a file's bytes without ever following a symlink put in its place."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _read_no_follow(path: str, inboxes: tuple[str, ...]) -> bytes:
+    """Read a file's bytes without ever following a symlink put in its place or on its way."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    if not inboxes:
+        fd = os.open(path, flags)
+    else:
+        with folder_beneath(Path(path), [Path(inbox) for inbox in inboxes]) as folder:
+            fd = os.open(Path(path).name, flags, dir_fd=folder)
     with os.fdopen(fd, "rb") as handle:
         return handle.read()
