@@ -67,3 +67,34 @@ def _step(fd: int, part: str, path: Path) -> int:
         raise
     os.close(fd)
     return child
+
+
+def walk_beneath(root: Path) -> Iterator[tuple[int, Path, list[str]]]:
+    """(descriptor, path, names of its non-folders) for ``root`` and every folder below it.
+
+    Unlike os.fwalk, a symlinked folder is never even opened. A folder that cannot be opened
+    or listed is skipped; each descriptor is valid only until the next item.
+    """
+    try:
+        fd = os.open(root, _FOLDER_FLAGS)
+    except OSError:
+        return
+    yield from _walk(fd, root)
+
+
+def _walk(fd: int, path: Path) -> Iterator[tuple[int, Path, list[str]]]:
+    try:
+        try:
+            with os.scandir(fd) as listing:
+                entries = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing]
+        except OSError:
+            return
+        yield fd, path, [name for name, is_folder in entries if not is_folder]
+        for name in (name for name, is_folder in entries if is_folder):
+            try:
+                child = os.open(name, _FOLDER_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                continue
+            yield from _walk(child, path / name)
+    finally:
+        os.close(fd)

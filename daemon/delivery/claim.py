@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from daemon.beneath import walk_beneath
 from daemon.delivery.fileops import NO_HARD_LINK_ERRNOS, Entry
 from daemon.delivery.naming import split_extension
 
@@ -28,6 +29,14 @@ def claim_name(tag: str, name: str) -> str:
     prefix = f"{CLAIM_PREFIX}{tag}-"
     room = _NAME_MAX_BYTES - len(prefix.encode())
     return prefix + os.fsdecode(os.fsencode(name)[:room])
+
+
+def claim_tag(claimed: str) -> str | None:
+    """The row tag ("i12") of a claim name, or None for other names."""
+    if not claimed.startswith(CLAIM_PREFIX):
+        return None
+    tag, dash, _name = claimed[len(CLAIM_PREFIX) :].partition("-")
+    return tag if dash and tag else None
 
 
 def original_name(claimed: str) -> str | None:
@@ -107,11 +116,10 @@ def leftover_claims(inboxes: Sequence[Path]) -> Iterator[tuple[int, str, Path]]:
     """(folder fd, claim name, folder path) of every claim under the inboxes; links never
     followed. The descriptor is valid only until the next item."""
     for root in inboxes:
-        with contextlib.suppress(OSError):
-            for folder, _subfolders, names, folder_fd in os.fwalk(root, follow_symlinks=False):
-                for name in names:
-                    if name.startswith(CLAIM_PREFIX):
-                        yield folder_fd, name, Path(folder)
+        for folder_fd, folder, names in walk_beneath(root):
+            for name in names:
+                if name.startswith(CLAIM_PREFIX):
+                    yield folder_fd, name, folder
 
 
 def _exists(entry: Entry) -> bool:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from daemon.beneath import FolderMissingError, UnsafePathError, folder_beneath
 from daemon.config import Paths
-from daemon.delivery.claim import claim, give_back, leftover_claims, original_name, unclaim
+from daemon.delivery.claim import (
+    claim,
+    claim_tag,
+    give_back,
+    leftover_claims,
+    original_name,
+    unclaim,
+)
 from daemon.delivery.destinations import dated_folder, destination_root
 from daemon.delivery.fileops import ContentChangedError, Entry, move_entry, write_sidecar
 from daemon.delivery.naming import safe_filename, unique_destination
@@ -105,9 +112,8 @@ class Router:
         owned = {_tag(move) for move in self._store.pending_moves()}
         returned = 0
         for folder, name, folder_path in leftover_claims(self._inboxes):
-            tag = name.removeprefix(_CLAIM_PREFIX).partition("-")[0]
             original = original_name(name)
-            if tag in owned or original is None:
+            if claim_tag(name) in owned or original is None:
                 continue
             try:
                 give_back(Entry(name, folder, str(folder_path / name)), original)
@@ -322,7 +328,6 @@ class RoutingLoop:
 
 
 _TICK_SECONDS = 0.5
-_CLAIM_PREFIX = ".tigerwatch-claim-"
 
 
 def _tag(move: PendingMove) -> str:
