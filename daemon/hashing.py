@@ -15,9 +15,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a regular file's content; never follows a symlink, never blocks on a FIFO."""
-    with open_regular_file(path) as stream:
+def sha256_file(path: Path, *, chunk_size: int = 1 << 20, dir_fd: int | None = None) -> str:
+    """Hex SHA-256 of a regular file's content; never follows a symlink, never blocks on a FIFO.
+
+    With ``dir_fd``, ``path`` is relative to that open folder (see daemon/beneath.py).
+    """
+    with open_regular_file(path, dir_fd=dir_fd) as stream:
         return sha256_stream(stream, chunk_size=chunk_size)
 
 
@@ -29,9 +32,9 @@ def sha256_stream(stream: io.FileIO, *, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def open_regular_file(path: Path) -> io.FileIO:
+def open_regular_file(path: Path, *, dir_fd: int | None = None) -> io.FileIO:
     # O_NONBLOCK only matters for a FIFO swapped in under us: it makes open() return at once.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", str(path))

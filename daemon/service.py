@@ -159,7 +159,10 @@ def _build(
     )
     router = Router(store, config.paths, ownership, failures)
     router.route_pending()  # settle moves a crash left half-done before taking new work
+    if returned := router.return_leftover_claims():
+        logger.info("returned %d claimed file(s) to the inbox as new arrivals", returned)
     intake, watcher = _build_intake(config, store, threads)
+    router.on_released = intake.hint  # a name freed by a move may hold a newer upload
     decoder = DecoderPool(
         config.worker.decode_processes,
         timeout=config.worker.decode_timeout_seconds,

@@ -111,6 +111,7 @@ class Worker:
             draft_size=self._classifier.input_size,
             spec=self._classifier.preprocess_spec,
             max_file_bytes=images.max_file_bytes,
+            inboxes=tuple(str(inbox.path) for inbox in self._config.paths.inbox),
         )
         future = self._decoder.submit(job)
         future.add_done_callback(lambda _: self._finished_at.__setitem__(item.id, time.monotonic()))

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from daemon.config import Config
+from daemon.delivery.claim import claim_name
 from daemon.delivery.destinations import dated_folder
 from daemon.delivery.fileops import PARTIAL_PREFIX, safe_filename
 from daemon.delivery.router import Router
@@ -540,6 +541,9 @@ IMAGE_WINDOWS = {
     "classified, no destination recorded yet": "assigned",
     "destination recorded, nothing moved": "intended",
     "hard link made, source not unlinked": "intended",
+    "claimed, nothing moved": "intended",
+    "claimed and linked, claim not unlinked": "intended",
+    "claimed, linked and unlinked, row not marked done": "intended",
     "cross-filesystem copy half written": "intended",
     "cross-filesystem copy published, source not unlinked": "intended",
     "moved, row not marked done": "intended",
@@ -552,9 +556,18 @@ def leave_crash_state(window: str, source: Path, intended: Path | None) -> None:
     """Put the disk in the state a kill in `window` leaves it in."""
     if intended is None:
         return
+    claimed = source.with_name(claim_name("i1", source.name))  # the only row: image 1
     match window:
         case "hard link made, source not unlinked":
             os.link(source, intended)
+        case "claimed, nothing moved":
+            source.rename(claimed)
+        case "claimed and linked, claim not unlinked":
+            source.rename(claimed)
+            os.link(claimed, intended)
+        case "claimed, linked and unlinked, row not marked done":
+            source.rename(claimed)
+            claimed.rename(intended)
         case "cross-filesystem copy half written":
             partial = intended.with_name(f"{PARTIAL_PREFIX}{'0' * 16}-{intended.name}")
             partial.write_bytes(source.read_bytes()[:1000])
@@ -605,6 +618,23 @@ def test_route_pending_settles_a_half_finished_image_move(window: str, tmp_path:
         intended.unlink()  # not the daemon's file: everything else must be accounted for
     assert bench.router.route_pending().moved == 0  # the next start-up finds nothing to do
     assert check_invariant(station) == []
+
+
+def test_a_claim_no_row_owns_goes_back_to_the_inbox_at_start_up(tmp_path: Path) -> None:
+    """Content found changed, row closed, then a kill before the claim was returned."""
+    station = station_without_model(tmp_path)
+    bench = SettleBench(station)
+    (station.inbox / "cam").mkdir()
+    orphan = station.inbox / "cam" / claim_name("i7", "IMG_0001.JPG")
+    orphan.write_bytes(_jpeg(2))
+    newer = station.inbox / "cam" / "IMG_0001.JPG"  # an upload published at the name since
+    newer.write_bytes(_jpeg(3))
+
+    assert bench.router.return_leftover_claims() == 1
+
+    assert not orphan.exists()
+    assert newer.read_bytes() == _jpeg(3)
+    assert (station.inbox / "cam" / "IMG_0001-1.JPG").read_bytes() == _jpeg(2)
 
 
 def test_route_pending_settles_duplicate_and_reject_moves_in_one_pass(tmp_path: Path) -> None:

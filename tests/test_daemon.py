@@ -30,7 +30,7 @@ import daemon.decode.pool
 import daemon.delivery.router
 import daemon.intake.watcher
 import daemon.worker
-from daemon.delivery.fileops import move_durably
+from daemon.delivery.fileops import Entry
 from daemon.storage.store import QueuedImage
 from tests.daemon_support import (
     PROCESS_START_TIMEOUT,
@@ -669,14 +669,14 @@ def test_classified_content_that_vanished_is_filed_when_it_arrives_again(
     decision already made, without a second classification."""
     data = noise_jpeg(34)
     first = station.inbox / "IMG_0010.JPG"
-    original_move = move_durably
+    original_claim = daemon.delivery.router.claim
 
-    def taken_away_first(source: Path, destination: Path) -> None:
-        if source == first and source.exists():
-            source.unlink()  # someone takes the file away just before the router moves it
-        original_move(source, destination)
+    def taken_away_first(folder: int, name: str, tag: str, *, shown: str) -> Entry | None:
+        if Path(shown) == first and first.exists():
+            first.unlink()  # someone takes the file away just before the router moves it
+        return original_claim(folder, name, tag, shown=shown)
 
-    monkeypatch.setattr(daemon.delivery.router, "move_durably", taken_away_first)
+    monkeypatch.setattr(daemon.delivery.router, "claim", taken_away_first)
     with daemon_thread(station):
         write_file(first, data)
         wait_until(lambda: row_done(station, first), "the first copy's outcome")

@@ -19,14 +19,13 @@ import pytest
 from daemon.delivery import fileops
 from daemon.delivery.fileops import (
     PARTIAL_PREFIX,
-    SettleOutcome,
     fsync_directory,
     move_durably,
     safe_filename,
-    settle_move,
     unique_destination,
     write_sidecar,
 )
+from daemon.delivery.settle import SettleOutcome, settle_move
 from daemon.hashing import sha256_bytes, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -277,14 +276,15 @@ def test_failed_source_unlink_undoes_the_destination(
     source = inbox / "IMG_0001.JPG"
     data = make_image(source)
     destination = tmp_path / "review" / "IMG_0001.JPG"
-    real_unlink = Path.unlink
+    real_unlink = os.unlink
 
-    def unlink_refusing_source(self: Path, missing_ok: bool = False) -> None:
-        if self == source:
-            raise PermissionError(errno.EACCES, "read-only inbox", str(self))
-        real_unlink(self, missing_ok=missing_ok)
+    # os.unlink: the source is removed by name relative to its folder (or by path), not Path.
+    def unlink_refusing_source(path: Any, *, dir_fd: int | None = None) -> None:
+        if Path(path) == source:
+            raise PermissionError(errno.EACCES, "read-only inbox", str(path))
+        real_unlink(path, dir_fd=dir_fd)
 
-    monkeypatch.setattr(Path, "unlink", unlink_refusing_source)
+    monkeypatch.setattr(os, "unlink", unlink_refusing_source)
 
     with pytest.raises(PermissionError):
         move_durably(source, destination)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,19 +124,20 @@ def test_folder_that_fails_to_open_is_logged_and_skipped(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Same as the chmod case, but runs as root too: the denial comes from a patched scandir."""
+    """Same as the chmod case, but runs as root too: the denial comes from a patched os.open
+    (each folder is opened by name relative to the one above it)."""
     inbox = tmp_path / "inbox"
     kept = touch(inbox / "b_open" / "IMG_0002.JPG")
     locked = inbox / "a_locked"
     touch(locked / "IMG_0001.JPG")
-    real_scandir = os.scandir
+    real_open = os.open
 
-    def scandir_denying_locked(path: Path) -> Iterator[os.DirEntry[str]]:
-        if Path(path) == locked:
+    def open_denying_locked(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if os.fsdecode(path) == locked.name and kwargs.get("dir_fd") is not None:
             raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(os, "scandir", scandir_denying_locked)
+    monkeypatch.setattr(os, "open", open_denying_locked)
     with caplog.at_level(logging.WARNING, logger="daemon.intake.scanner"):
         found = list(scan_inbox(inbox, name_filter))
 

@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from daemon.beneath import UnsafePathError, folder_beneath
 from daemon.decode.imaging import ImageError, decode_image
 from daemon.decode.preprocess import PreprocessSpec, to_pixels
 from daemon.hashing import sha256_bytes
@@ -20,6 +22,7 @@ JobFunction = Callable[["DecodeJob"], "DecodeOutcome"]
 
 GONE_MISSING = "file disappeared from the inbox before it was classified"
 GONE_CHANGED = "content changed after it was queued; the new content is a new image"
+GONE_UNSAFE = "left where it is: a folder on the way to it became a symbolic link"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ class DecodeJob:
     draft_size: int | None
     spec: PreprocessSpec
     max_file_bytes: int | None = None  # images.max_file_bytes: larger files are never read
+    # The inboxes: the file is read from its inbox down, never through a symlinked folder.
+    # Empty: read by path (tools and tests outside the daemon).
+    inboxes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays has no single truth value
@@ -56,10 +62,12 @@ def decode_job(job: DecodeJob) -> DecodeOutcome:
         return DecodeOutcome(decode_ms=(time.perf_counter() - started) * 1000, **fields)
 
     try:
-        data = _read_no_follow(job.path, job.max_file_bytes)
+        data = _read_no_follow(job.path, job.inboxes, job.max_file_bytes)
     except _TooLargeError:
         # It was within the limit when queued, so it is other content now: intake judges it.
         return outcome(gone=GONE_CHANGED)
+    except UnsafePathError:
+        return outcome(gone=GONE_UNSAFE)
     except FileNotFoundError:
         return outcome(gone=GONE_MISSING)
     except OSError as err:
@@ -92,13 +100,18 @@ class _TooLargeError(Exception):
     """The opened file is over the size limit: not one byte of it was read."""
 
 
-def _read_no_follow(path: str, max_bytes: int | None) -> bytes:
-    """Read a file's bytes without ever following a symlink put in its place.
+def _read_no_follow(path: str, inboxes: tuple[str, ...], max_bytes: int | None) -> bytes:
+    """Read a file's bytes without ever following a symlink put in its place or on its way.
 
     The size is checked on the opened file (fstat) before reading, so a file that grew past
     `max_bytes` meanwhile is never loaded into the decoder's memory.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    if not inboxes:
+        fd = os.open(path, flags)
+    else:
+        with folder_beneath(Path(path), [Path(inbox) for inbox in inboxes]) as folder:
+            fd = os.open(Path(path).name, flags, dir_fd=folder)
     with os.fdopen(fd, "rb") as handle:
         if max_bytes is not None and os.fstat(fd).st_size > max_bytes:
             raise _TooLargeError(path)

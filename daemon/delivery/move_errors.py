@@ -50,8 +50,12 @@ def _failed_at_source(err: OSError, source: Path) -> bool:
         # link() and rename() name the source first whichever side failed; the source was
         # there a moment ago, so only a refusal can still be the inbox folder's.
         return err.errno in _EITHER_SIDE and not _inbox_folder_lets_go(source)
-    named = {os.fsdecode(err.filename)} if err.filename is not None else set()
-    return bool(named & {str(source), str(source.parent)})
+    if err.filename is None:
+        return False
+    named = os.fsdecode(err.filename)
+    # A relative name was acted on through the inbox folder's descriptor (claimed entries are
+    # reached that way; destinations always by absolute path): the inbox side.
+    return not Path(named).is_absolute() or named in {str(source), str(source.parent)}
 
 
 def _inbox_folder_lets_go(source: Path) -> bool:

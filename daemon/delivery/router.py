@@ -6,22 +6,28 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.beneath import FolderMissingError, UnsafePathError, folder_beneath
 from daemon.config import Paths
-from daemon.delivery.destinations import dated_folder, destination_root
-from daemon.delivery.fileops import (
-    SettleOutcome,
-    move_durably,
-    safe_filename,
-    settle_move,
-    unique_destination,
-    write_sidecar,
+from daemon.delivery.claim import (
+    claim,
+    claim_tag,
+    give_back,
+    leftover_claims,
+    original_name,
+    unclaim,
 )
+from daemon.delivery.destinations import dated_folder, destination_root
+from daemon.delivery.fileops import ContentChangedError, Entry, move_entry, write_sidecar
 from daemon.delivery.move_errors import Scope, classify_move_error
+from daemon.delivery.naming import safe_filename, unique_destination
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.setaside import EntryFailures
+from daemon.delivery.settle import SettleOutcome, settle_entry
+from daemon.hashing import sha256_file
 from daemon.outcomes import Destination
 from daemon.storage.schema import printable
 from daemon.storage.store import PendingMove, RowKind, Store, StoreUnavailable
@@ -55,6 +61,11 @@ class Router:
         # Quarantine notes that could not be written (full disk), by quarantined file: the
         # reason is in the database either way, but staff read it beside the file.
         self._notes_owed: dict[Path, PendingMove] = {}
+        self._inboxes = tuple(inbox.path for inbox in paths.inbox)
+        # Told each inbox path that a closed row no longer holds, once committed: a file
+        # published at that name meanwhile was passed over by intake as "still waiting".
+        self.on_released: Callable[[Path], None] | None = None
+        self._released: list[Path] = []
 
     def route_pending(self) -> RouteSummary:
         """Settle or perform every recorded move; stops at the first unavailable destination."""
@@ -86,7 +97,35 @@ class Router:
             # One commit for the round: a crash before it leaves rows whose files are already
             # in place, which start-up settlement recognises and closes.
             self._store.record_moved_many(finished)
+            self._release([Path(move.source_path) for move in moves])
         return RouteSummary(len(finished), 0)
+
+    def return_leftover_claims(self) -> int:
+        """At start-up, after route_pending: put claims no pending move owns back in the inbox.
+
+        Such a claim holds content that was found changed after classification and whose row
+        was closed just before a crash: it is a new arrival. Returns how many went back.
+        """
+        owned = {_tag(move) for move in self._store.pending_moves()}
+        returned = 0
+        for folder, name, folder_path in leftover_claims(self._inboxes):
+            original = original_name(name)
+            if claim_tag(name) in owned or original is None:
+                continue
+            try:
+                give_back(Entry(name, folder, str(folder_path / name)), original)
+            except OSError as err:
+                logger.error("%s: could not return it to the inbox: %s", folder_path / name, err)
+                continue
+            returned += 1
+        return returned
+
+    def _release(self, sources: list[Path]) -> None:
+        released, self._released = self._released + sources, []
+        if self.on_released is None:
+            return
+        for source in released:
+            self.on_released(source)
 
     def _assign_destinations(self, moves: list[PendingMove]) -> list[PendingMove]:
         """Record every new destination in one commit, before any file is touched."""
@@ -105,44 +144,104 @@ class Router:
         folder = dated_folder(
             self._paths, move.destination, capture_time=move.capture_time, arrived=move.arrived_at
         )
-        name = safe_filename(Path(move.source_path).name)
-        return unique_destination(folder, name, reserved=taken)
+        return self._free_name(move, folder, safe_filename(Path(move.source_path).name), taken)
+
+    @staticmethod
+    def _free_name(
+        move: PendingMove, folder: Path, name: str, taken: set[Path] | None = None
+    ) -> Path:
+        # A quarantined file's note is "<its name>.txt": a note left by an earlier file (whose
+        # image staff removed) makes the name taken, so no file ever shows another's note.
+        note = ".txt" if move.destination is Destination.QUARANTINE else None
+        return unique_destination(folder, name, reserved=taken or set(), companion_suffix=note)
 
     def _finish(self, move: PendingMove, *, resumed: bool) -> Path | None:
         """Move one file; returns where it now is, or None when it had already gone."""
         assert move.intended_path is not None
         source, destination = Path(move.source_path), Path(move.intended_path)
+        try:
+            with folder_beneath(source, self._inboxes) as folder:
+                claimed = claim(folder, source.name, _tag(move), shown=str(source))
+                if claimed is None:
+                    return self._unclaimed(move, destination, resumed=resumed)
+                return self._finish_claimed(move, claimed, destination, resumed=resumed)
+        except UnsafePathError as err:
+            # Never through a link: what lies at the end of it is not the inbox's to move.
+            return self._source_lost(move, f"left where it is: {err.strerror}")
+        except FolderMissingError:
+            return self._unclaimed(move, destination, resumed=resumed)
+
+    def _unclaimed(self, move: PendingMove, destination: Path, *, resumed: bool) -> Path | None:
+        """Nothing at the inbox name nor claimed: moved before a crash, or gone."""
+        if (
+            resumed
+            and settle_entry(Entry.at(Path(move.source_path)), destination, move.sha256)
+            is SettleOutcome.ALREADY_MOVED
+        ):
+            self._after_move(move, destination)
+            return destination
+        return self._source_lost(move, "file disappeared from the inbox before it could be moved")
+
+    def _finish_claimed(
+        self, move: PendingMove, claimed: Entry, destination: Path, *, resumed: bool
+    ) -> Path | None:
         # Only a move recorded before this round can be half-done; settling costs a listing of
         # the destination folder, which grows all day, so fresh moves skip it.
-        if resumed:
-            outcome = settle_move(source, destination, move.sha256)
-        else:
-            outcome = (
-                SettleOutcome.NOT_STARTED if os.path.lexists(source) else SettleOutcome.MISSING
-            )
-        if outcome is SettleOutcome.NOT_STARTED:
-            self._move(move, source, destination)
-        elif outcome is SettleOutcome.DESTINATION_TAKEN:
-            # Someone else put a different file at our name: pick another, record it, move.
-            replacement = unique_destination(destination.parent, destination.name)
-            self._store.record_intended({(move.kind, move.id): str(replacement)})
-            self._move(move, source, replacement)
-            destination = replacement
-        elif outcome is SettleOutcome.MISSING:
-            reason = "file disappeared from the inbox before it could be moved"
-            logger.warning("%s: %s", source, reason)
-            self._store.record_source_lost(move.kind, move.id, reason)
-            return None
+        outcome = (
+            settle_entry(claimed, destination, move.sha256)
+            if resumed
+            else SettleOutcome.NOT_STARTED
+        )
+        try:
+            if outcome is SettleOutcome.NOT_STARTED:
+                self._move(move, claimed, destination)
+            elif outcome is SettleOutcome.DESTINATION_TAKEN:
+                destination = self._destination_taken(move, claimed, destination)
+        except ContentChangedError as err:
+            return self._content_changed(move, claimed, err)
+        except BaseException:
+            unclaim(claimed, Path(move.source_path).name)  # the file waits at its own name
+            raise
         self._after_move(move, destination)
         return destination
 
-    def _move(self, move: PendingMove, source: Path, destination: Path) -> None:
+    def _destination_taken(self, move: PendingMove, claimed: Entry, destination: Path) -> Path:
+        if move.sha256 is not None and _holds(destination, move.sha256):
+            # Moved before a crash; what is claimed now was published at the name since.
+            give_back(claimed, Path(move.source_path).name)
+            return destination
+        # Someone else put a different file at our name: pick another, record it, move.
+        replacement = self._free_name(move, destination.parent, destination.name)
+        self._store.record_intended({(move.kind, move.id): str(replacement)})
+        self._move(move, claimed, replacement)
+        return replacement
+
+    def _content_changed(self, move: PendingMove, claimed: Entry, err: OSError) -> Path | None:
+        """Other bytes than those classified: never filed under that decision."""
+        reason = "content changed after it was classified; returned to the inbox as new"
+        logger.warning("%s: %s (%s)", move.source_path, reason, err.strerror)
+        self._store.record_source_lost(move.kind, move.id, reason)
         try:
-            move_durably(source, destination)
+            give_back(claimed, Path(move.source_path).name)
+        except OSError as failure:  # the next start-up returns it
+            logger.error("%s: could not return it to the inbox: %s", claimed.shown, failure)
+        return None
+
+    def _source_lost(self, move: PendingMove, reason: str) -> Path | None:
+        logger.warning("%s: %s", move.source_path, reason)
+        self._store.record_source_lost(move.kind, move.id, reason)
+        return None
+
+    def _move(self, move: PendingMove, claimed: Entry, destination: Path) -> None:
+        try:
+            move_entry(claimed, destination, sha256=move.sha256)
+        except ContentChangedError:
+            raise
         except OSError as err:
+            source = Path(move.source_path)
             if classify_move_error(err, source, destination).scope is Scope.DESTINATION:
                 raise DestinationUnavailableError(
-                    f"cannot move {source} to {destination}: {err.strerror}"
+                    f"cannot move {move.source_path} to {destination}: {err.strerror}"
                 ) from err
             raise
 
@@ -154,15 +253,16 @@ class Router:
         logger.info("%s -> %s (%s)", move.source_path, destination, move.destination)
 
     def _write_reason(self, move: PendingMove, destination: Path) -> None:
-        sidecar = destination.with_name(destination.name + ".txt")
-        if sidecar.exists():  # written before a crash: the move is being settled again
-            self._notes_owed.pop(destination, None)
-            return
         text = (
             f"file: {printable(move.source_path)}\n"  # the name may not be valid UTF-8
             f"quarantined: {move.reason or 'unknown reason'}\n"
             f"sha256: {move.sha256 or '-'}\n"
         )
+        # The name was chosen with "<name>.txt" free (_free_name), so a note there now is this
+        # file's own, written before a crash: the move is being settled again.
+        if os.path.lexists(destination.with_name(destination.name + ".txt")):
+            self._notes_owed.pop(destination, None)
+            return
         try:
             sidecar = write_sidecar(destination, text)
             self._ownership.apply(sidecar, up_to=sidecar.parent)
@@ -226,6 +326,18 @@ class RoutingLoop:
 
 
 _TICK_SECONDS = 0.5
+
+
+def _tag(move: PendingMove) -> str:
+    """The row's part of its claim name: "i12" for image 12, "d3", "r7"."""
+    return f"{move.kind.value[0]}{move.id}"
+
+
+def _holds(path: Path, sha256: str) -> bool:
+    try:
+        return sha256_file(path) == sha256
+    except OSError:
+        return False
 
 
 def _with_intended(move: PendingMove, intended: dict[tuple[RowKind, int], str]) -> PendingMove:

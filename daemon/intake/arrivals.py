@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from daemon.beneath import UnsafePathError, folder_beneath
 from daemon.decode.header import looks_complete
 from daemon.hashing import open_regular_file, sha256_stream
 from daemon.intake.names import NameFilter
@@ -86,6 +87,8 @@ class Intake:
                 path, kind = self._hints.get_nowait()
             except queue.Empty:
                 return
+            if not self._reachable(path):
+                continue
             if _is_real_directory(path):
                 for found in scan_inbox(path, self._filter):
                     self._tracker.note(found)
@@ -93,6 +96,19 @@ class Intake:
                 # An inbox root that is no folder now (deleted, swapped for a link) is the
                 # watcher's health check's business: moving it away would lose the inbox.
                 self._tracker.note(path, kind)
+
+    def _reachable(self, path: Path) -> bool:
+        """An inbox, or a path below one with no link among the folders on the way."""
+        if path in self._inboxes:
+            return True
+        try:
+            with folder_beneath(path, self._inboxes):
+                return True
+        except UnsafePathError as err:
+            logger.debug("%s: hint ignored: %s", path, err.strerror)
+            return False
+        except OSError:
+            return True  # gone or unreadable: the tracker and _hash say what became of it
 
     def _examine(self, item: StablePath) -> Arrival | int:
         """An Arrival to record, or how many rows were written for it on the spot (rejects)."""
@@ -123,14 +139,20 @@ class Intake:
     def _hash(self, item: StablePath) -> Arrival | int:
         path = str(item.path)
         try:
-            with open_regular_file(item.path) as stream:
-                size = os.fstat(stream.fileno()).st_size  # the opened file, not the name
-                if self._max_file_bytes is not None and size > self._max_file_bytes:
-                    return self._too_large(item, size, self._max_file_bytes)
-                if not self._complete_enough(item, stream):
-                    return 0
-                digest = sha256_stream(stream)
-            after = os.lstat(item.path)
+            # Read from the inbox down, never through a folder swapped for a link.
+            with folder_beneath(item.path, self._inboxes) as folder:
+                name = item.path.name
+                with open_regular_file(Path(name), dir_fd=folder) as stream:
+                    size = os.fstat(stream.fileno()).st_size  # the opened file, not the name
+                    if self._max_file_bytes is not None and size > self._max_file_bytes:
+                        return self._too_large(item, size, self._max_file_bytes)
+                    if not self._complete_enough(item, stream):
+                        return 0
+                    digest = sha256_stream(stream)
+                after = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        except UnsafePathError as err:
+            logger.warning("%s: left alone: %s", path, err.strerror)
+            return 0
         except FileNotFoundError:
             logger.info("%s: gone before it could be recorded", path)
             return 0

@@ -15,6 +15,8 @@ from pathlib import Path
 # the list still documents (and still works) if the ".*" rule is ever dropped.
 BUILTIN_IGNORE_PATTERNS: tuple[str, ...] = (
     ".*",
+    # The daemon's own private names: claimed inbox files and partial copies.
+    ".tigerwatch-*",
     # Upload/download temp names from FIELD-NOTES.
     ".pureftpd-upload.*",
     ".in.*",
