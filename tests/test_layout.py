@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,24 @@ def test_no_function_is_longer_than_the_limit() -> None:
                 if length > MAX_FUNCTION_LINES:
                     long[f"{name}:{node.name}"] = length
     assert long == {}
+
+
+@pytest.mark.parametrize(
+    ("contract", "allowed"),
+    [
+        ("Only daemon.classify imports torch or transformers", "daemon.classify"),
+        ("Only daemon.storage imports SQLAlchemy", "daemon.storage"),
+    ],
+)
+def test_forbidden_import_contracts_name_every_other_module(contract: str, allowed: str) -> None:
+    # The contracts list their source modules by hand: a new module left out of the list would
+    # be free to import torch or SQLAlchemy without anyone noticing.
+    settings = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    [found] = [c for c in settings["tool"]["importlinter"]["contracts"] if c["name"] == contract]
+    top_level = {
+        f"daemon.{path.stem}" if path.is_file() else f"daemon.{path.name}"
+        for path in (REPO_ROOT / "daemon").iterdir()
+        if (path.suffix == ".py" and path.stem not in {"__init__", "__main__"})
+        or (path.is_dir() and (path / "__init__.py").exists())
+    }
+    assert sorted(top_level - {allowed} - set(found["source_modules"])) == []
