@@ -141,6 +141,11 @@ def move_entry(source: Entry, destination: Path, *, sha256: str | None = None) -
     _make_parents(destination.parent)
     if stat.S_ISREG(source_stat.st_mode):
         fsync_file_data(source)
+    if _uploaded_by_another_account(source_stat):
+        # A hard link would keep the uploader's inode, which its owner may write to after the
+        # classification: place the daemon's own verified copy instead.
+        _move_across_filesystems(source, destination, source_stat, sha256)
+        return
     if sha256 is not None:
         _require_content(source, source_stat, sha256)
     try:
@@ -153,6 +158,10 @@ def move_entry(source: Entry, destination: Path, *, sha256: str | None = None) -
     fsync_directory(destination.parent)
     _unlink_source_or_undo(source, destination, source_stat)
     logger.debug("moved %s -> %s (hard link)", source.shown, destination)
+
+
+def _uploaded_by_another_account(source_stat: os.stat_result) -> bool:
+    return stat.S_ISREG(source_stat.st_mode) and source_stat.st_uid != os.geteuid()
 
 
 def _require_file_or_link(source: Entry) -> os.stat_result:
@@ -278,7 +287,7 @@ def _move_across_filesystems(
         raise
     fsync_directory(destination.parent)
     _unlink_source_or_undo(source, destination, source_stat)
-    logger.debug("moved %s -> %s (copy across filesystems, verified)", source.shown, destination)
+    logger.debug("moved %s -> %s (verified copy)", source.shown, destination)
 
 
 def _write_verified_copy(
