@@ -19,6 +19,7 @@ from watchdog.events import FileSystemEvent
 
 import daemon.intake.arrivals
 import daemon.intake.watcher
+from daemon.intake.stability import Hint
 from tests.daemon_support import Station, check_invariant, daemon_thread, make_station, settled
 from tests.faults.fault_kit import (
     has_row,
@@ -141,11 +142,13 @@ def test_exception_in_the_hint_callback_does_not_kill_the_observer(
     raised: list[float] = []
     original_hint = daemon.intake.arrivals.Intake.hint
 
-    def refusing_hint(self: daemon.intake.arrivals.Intake, path: Path) -> None:
+    def refusing_hint(
+        self: daemon.intake.arrivals.Intake, path: Path, kind: Hint = Hint.LOOK
+    ) -> None:
         if refusing.is_set() and path.name == "refused.jpg":
             raised.append(time.monotonic())
             raise RuntimeError(f"injected fault while hinting {path}")
-        original_hint(self, path)
+        original_hint(self, path, kind)
 
     monkeypatch.setattr(daemon.intake.arrivals.Intake, "hint", refusing_hint)
     contents: set[str] = set()
