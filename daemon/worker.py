@@ -157,6 +157,11 @@ class Worker:
             logger.error("%s: decoder unavailable, will try again: %s", item.path, err)
             self._retry_at[item.id] = time.monotonic() + _DB_RETRY
             return None
+        except Exception as err:  # one file's trouble must not end the worker
+            # A bug on the parent's side of one job (say, a header that trips the budget's
+            # parser) counts as a failed attempt of that file: retried, then quarantined.
+            logger.exception("%s: decoding failed in the daemon itself", item.path)
+            return Decoded(item=item, outcome=DecodeOutcome(error=f"{item.path}: {err!r}"))
 
     # --- classification ---------------------------------------------------------------------------
 

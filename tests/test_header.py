@@ -68,3 +68,20 @@ def test_the_sample_photos_are_complete_except_the_truncated_one(samples_dir: Pa
             verdicts[path.name] = looks_complete(stream)
     incomplete = [name for name, complete in verdicts.items() if not complete]
     assert incomplete == ["african_elephants_truncated_file.jpg"]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_a_header_cut_short_anywhere_reads_as_no_header(tmp_path: Path, fmt: str) -> None:
+    # An FTP upload cut after 20 bytes: the parser must answer, never raise (a raise in the
+    # daemon's decode feeder once ended the worker on every start).
+    data = _saved(Image.new("RGBA", (90, 60), (10, 120, 30, 200)), fmt)
+    if fmt == "WEBP":  # a lossless stream's header (the reviewer's 17-byte stub)
+        data = data[:12] + b"VP8L" + bytes(24)
+    raised = []
+    for cut in range(len(data[:40])):
+        try:
+            _judge(tmp_path, data[:cut])
+        except Exception as err:  # the figure is which cuts raise
+            raised.append((cut, repr(err)))
+    print(f"{fmt}: cuts 0..39 that raised: {raised}")
+    assert raised == []

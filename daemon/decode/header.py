@@ -73,6 +73,13 @@ def jpeg_segments(stream: _File) -> Iterator[tuple[int, int, bytes]]:
 
 def read_header(stream: _File) -> ImageHeader | None:
     """The format and stored size from the header, or None for anything else or a short file."""
+    try:
+        return _parse_header(stream)
+    except (struct.error, IndexError):
+        return None  # a header cut short (an FTP upload cut after 20 bytes) is no header
+
+
+def _parse_header(stream: _File) -> ImageHeader | None:
     head = _read_at(stream, 0, 30)
     if head.startswith(JPEG_SOI):
         return _jpeg_header(stream)
