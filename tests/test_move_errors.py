@@ -56,16 +56,25 @@ def test_a_refused_link_looks_at_the_inbox_folder_to_tell_the_side(tmp_path: Pat
     assert classify_move_error(err, source, destination).scope is Scope.DESTINATION
 
 
-def test_an_error_naming_neither_side_of_a_file_is_the_entrys(tmp_path: Path) -> None:
+def test_a_copy_the_destination_does_not_keep_intact_pauses_the_flow(tmp_path: Path) -> None:
+    # A destination disk that corrupts copies would do it to the next file too.
     source, destination = tmp_path / "a.jpg", tmp_path / "out" / "a.jpg"
     err = OSError(errno.EIO, "copy's SHA-256 differs from the source", str(destination))
+    fault = classify_move_error(err, source, destination)
+    assert (fault.scope, fault.at_source) == (Scope.DESTINATION, False)
+
+
+def test_a_name_the_destination_cannot_hold_is_the_entrys(tmp_path: Path) -> None:
+    source, destination = tmp_path / "a.jpg", tmp_path / "out" / ("x" * 300 + ".jpg")
+    err = OSError(errno.ENAMETOOLONG, "File name too long", str(destination))
     fault = classify_move_error(err, source, destination)
     assert (fault.scope, fault.at_source) == (Scope.ENTRY, False)
 
 
-def test_a_two_path_error_that_is_no_refusal_is_the_destinations(tmp_path: Path) -> None:
+def test_a_dated_folder_that_is_a_plain_file_pauses_the_flow(tmp_path: Path) -> None:
+    # Not the frame's fault: rerouting it to quarantine would hide a positive from staff.
     source, destination = tmp_path / "a.jpg", tmp_path / "out" / "a.jpg"
     source.write_bytes(b"x")
     (tmp_path / "out").write_bytes(b"a file where the dated folder should be")
     fault = classify_move_error(_error_of_move(source, destination), source, destination)
-    assert (fault.scope, fault.at_source) == (Scope.ENTRY, False)
+    assert (fault.scope, fault.at_source) == (Scope.DESTINATION, False)

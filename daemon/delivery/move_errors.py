@@ -8,8 +8,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-# A destination in this state refuses every file, not just this one: the whole flow waits.
-_DESTINATION_WIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+# On the destination side only these belong to the entry (its name, its content); anything else
+# there (ENOTDIR, EIO, ENOTCONN from a flaky disk) is the destination's and pauses the flow, so a
+# classified frame is never rerouted to quarantine because its folder was briefly unusable.
+_ENTRY_AT_DESTINATION = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.ESTALE})
+# ...and these only when they name the destination file itself, not its folder (a dated folder
+# that is a plain file now gives EEXIST from mkdir: that folder refuses every file).
+_ENTRY_AT_DESTINATION_FILE = frozenset({errno.EEXIST, errno.ENOENT})
 # Calls that name two paths (link, rename) do not say which side refused; for these the
 # inbox folder is looked at to tell.
 _EITHER_SIDE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
@@ -32,15 +37,23 @@ class MoveFault:
 def classify_move_error(err: OSError, source: Path, destination: Path) -> MoveFault:
     """The one place that decides whether a move error pauses the flow or touches one entry.
 
-    Only a full, over-quota, read-only or refusing *destination* pauses; everything about the
-    entry itself (not a regular file, its folder refuses the unlink, gone, too large, changed
-    while copied) is the entry's alone.
+    A *destination* that fails (full, over quota, read-only, refusing, not a folder, I/O
+    errors) pauses; everything about the entry itself (not a regular file, its folder refuses
+    the unlink, gone, a name the destination cannot hold, changed while copied) is its alone.
     """
     at_source = _failed_at_source(err, source)
-    scope = Scope.DESTINATION if not at_source and err.errno in _DESTINATION_WIDE else Scope.ENTRY
+    own = at_source or _entry_at_destination(err, destination)
+    scope = Scope.ENTRY if own else Scope.DESTINATION
     side = "the inbox side" if at_source else f"the destination {destination.parent}"
     reason = f"{err.strerror or err} ({errno.errorcode.get(err.errno or 0, '?')} at {side})"
     return MoveFault(scope=scope, at_source=at_source, reason=reason)
+
+
+def _entry_at_destination(err: OSError, destination: Path) -> bool:
+    if err.errno in _ENTRY_AT_DESTINATION:
+        return True
+    named = {os.fsdecode(name) for name in (err.filename, err.filename2) if name is not None}
+    return err.errno in _ENTRY_AT_DESTINATION_FILE and str(destination) in named
 
 
 def _failed_at_source(err: OSError, source: Path) -> bool:

@@ -74,7 +74,13 @@ class Router:
         if not moves:
             return RouteSummary(0, 0)
         resumed = {(move.kind, move.id) for move in moves if move.intended_path is not None}
-        moves = self._assign_destinations(moves)
+        try:
+            moves = self._assign_destinations(moves)
+        except OSError as err:
+            # A destination folder that cannot even be looked into (a plain file now, EIO):
+            # every file waits, as for any destination that refuses them.
+            logger.error("cannot choose destinations: %s; %d file(s) wait", err, len(moves))
+            return RouteSummary(0, len(moves))
         finished: list[tuple[RowKind, int, str]] = []
         try:
             for index, move in enumerate(moves):
