@@ -36,13 +36,23 @@ class ProgressWatch:
     """Asked at each health check; measures on the monotonic clock (station clocks jump).
 
     "Finished" is a row done or an entry recorded as stuck: a stuck entry is waiting for a
-    person, not for the daemon, so it never counts as a stall by itself.
+    person, not for the daemon, so it never counts as a stall by itself; nor do moves that are
+    tried and refused (a full disk, an entry's backoff).
     """
 
     def __init__(
-        self, store: Store, limit_seconds: float, *, clock: Callable[[], float] = time.monotonic
+        self,
+        store: Store,
+        limit_seconds: float,
+        *,
+        tries: Callable[[], int] = lambda: 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        # Moves tried and refused (a paused destination, an entry's backoff) are progress of a
+        # kind: the daemon is not hung, it waits for the world.
+        self._tries = tries
+        self._last_tries = tries()
         self._limit = limit_seconds
         self._clock = clock
         self._last: QueueProgress | None = None
@@ -59,9 +69,11 @@ class ProgressWatch:
             progress = self._last
         if progress is None:
             return None
-        now = self._clock()
-        if progress.pending == 0 or self._last is None or progress.finished != self._last.finished:
+        now, tries = self._clock(), self._tries()
+        moved = self._last is None or progress.finished != self._last.finished
+        if progress.pending == 0 or moved or tries != self._last_tries:
             self._since = now
+        self._last_tries = tries
         self._last = progress
         reason = stall_reason(progress.pending, now - self._since, self._limit)
         if reason is not None and self._reported is None:

@@ -242,7 +242,9 @@ def _supervise(
     was deleted or replaced under the daemon (its writes would go to a file nobody can see).
     """
     interval = config.watch.health_check_seconds
-    progress = ProgressWatch(parts.worker.store, config.watch.stall_seconds)
+    progress = ProgressWatch(
+        parts.worker.store, config.watch.stall_seconds, tries=parts.routing.tries
+    )
     while not threads.stop.wait(timeout=interval):
         if lock is not None and (change := lock.database_changed()) is not None:
             logger.critical(

@@ -66,6 +66,7 @@ class Router:
         # published at that name meanwhile was passed over by intake as "still waiting".
         self.on_released: Callable[[Path], None] | None = None
         self._released: list[Path] = []
+        self.failed_attempts = 0  # entries' own failed tries: the daemon at work, not hung
 
     def route_pending(self) -> RouteSummary:
         """Settle or perform every recorded move; stops at the first unavailable destination."""
@@ -94,6 +95,7 @@ class Router:
                     return RouteSummary(len(finished), waiting)
                 except OSError as err:
                     # This entry's own trouble: the others go on without waiting for it.
+                    self.failed_attempts += 1
                     self._failures.failed(move, err)
                     continue
                 self._failures.moved(move)
@@ -304,10 +306,19 @@ class RoutingLoop:
         self._stop = stop
         self._wake = threading.Event()
         self._blocked_until = 0.0  # monotonic
+        self._paused_rounds = 0
 
     @property
     def blocked(self) -> bool:
         return time.monotonic() < self._blocked_until
+
+    def tries(self) -> int:
+        """Moves tried and refused so far (paused rounds, entries' failed tries).
+
+        The stall watch counts these as signs of life: a daemon waiting for a full disk or an
+        entry's backoff is working, and a restart would only reload the model to wait again.
+        """
+        return self._paused_rounds + self._router.failed_attempts
 
     def wake(self) -> None:
         self._wake.set()
@@ -328,6 +339,7 @@ class RoutingLoop:
             self._blocked_until = time.monotonic() + min(self._retry_seconds, 2.0)
             return
         if summary.waiting:
+            self._paused_rounds += 1
             self._blocked_until = time.monotonic() + self._retry_seconds
 
 

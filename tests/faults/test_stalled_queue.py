@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,41 @@ def test_the_watchdog_keeps_pinging_while_work_moves(
     )
     assert pings > 0
     assert withheld == 0
+
+
+@pytest.mark.fault
+def test_a_destination_pause_is_waiting_not_a_stall(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    notify_socket: NotifySocket,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A paused destination longer than stall_seconds keeps the pings: the daemon retries it,
+    and a restart would only reload the model to wait again (a restart loop at a station)."""
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        watch=watch_settings(),
+    )
+    archive = station.root / "archive"
+    archive.mkdir()
+    blockers = [archive / (date.today() + timedelta(days=n)).isoformat() for n in (-1, 0, 1)]
+    for blocker in blockers:  # a plain file where the dated folder goes: the archive refuses
+        blocker.write_bytes(b"not a folder")
+    with daemon_thread(station):
+        wait_until(lambda: notify_socket.pings_since(0.0) >= 1, "the first watchdog ping")
+        for number in range(3):
+            write_file(station.inbox / f"IMG_{number:04d}.JPG", noise_jpeg(number))
+        wait_until(lambda: "wait" in caplog.text, "the moves to pause")
+        paused_at = time.monotonic()
+        time.sleep(STALL_SECONDS + 10 * HEALTH_SECONDS)
+        pings_while_paused = notify_socket.pings_since(paused_at)
+        for blocker in blockers:
+            blocker.unlink()
+        wait_until(lambda: images_done(station) == 3, "the frames once the archive takes files")
+    report(
+        "a paused archive for longer than stall_seconds 2",
+        {"WATCHDOG=1 while paused": pings_while_paused},
+    )
+    assert pings_while_paused > 0
+    assert "withholding the watchdog ping" not in caplog.text
