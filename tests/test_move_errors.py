@@ -78,3 +78,15 @@ def test_a_dated_folder_that_is_a_plain_file_pauses_the_flow(tmp_path: Path) -> 
     (tmp_path / "out").write_bytes(b"a file where the dated folder should be")
     fault = classify_move_error(_error_of_move(source, destination), source, destination)
     assert (fault.scope, fault.at_source) == (Scope.DESTINATION, False)
+
+
+def test_a_refused_claim_rename_inside_the_inbox_folder_is_the_entrys(tmp_path: Path) -> None:
+    # The claim renames within the inbox folder, both names relative to its descriptor: an
+    # immutable file (chattr +i) or another user's file in a sticky folder refuses it.
+    source, destination = tmp_path / "a.jpg", tmp_path / "out" / "a.jpg"
+    source.write_bytes(b"x")
+    err = OSError(
+        errno.EPERM, "Operation not permitted", "a.jpg", None, ".tigerwatch-claim-i1-a.jpg"
+    )
+    fault = classify_move_error(err, source, destination)
+    assert (fault.scope, fault.at_source) == (Scope.ENTRY, True)

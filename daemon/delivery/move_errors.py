@@ -59,6 +59,8 @@ def _entry_at_destination(err: OSError, destination: Path) -> bool:
 def _failed_at_source(err: OSError, source: Path) -> bool:
     if err.errno == errno.ENOENT and not os.path.lexists(source):
         return True  # vanished from the inbox
+    if err.filename2 is not None and not Path(os.fsdecode(err.filename2)).is_absolute():
+        return True  # a rename inside the inbox folder (the claim): an immutable or sticky entry
     if err.filename2 is not None:
         # link() and rename() name the source first whichever side failed; the source was
         # there a moment ago, so only a refusal can still be the inbox folder's.
