@@ -210,6 +210,19 @@ def stop_daemon_process(process: subprocess.Popen[bytes], *, timeout: float = 60
 # --- database views of the outcome ---------------------------------------------------------------
 
 
+def tigerwatch_status(station: Station) -> str:
+    """What `tigerwatch status` prints for the station, run as an operator would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "status", "-c", str(station.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def query(station: Station, sql: str, *params: object) -> list[tuple[object, ...]]:
     with sqlite3.connect(station.db_path, timeout=30) as connection:
         return connection.execute(sql, params).fetchall()

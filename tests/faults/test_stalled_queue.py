@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +20,12 @@ import pytest
 
 from daemon.classify.classifier import ClipClassifier
 from daemon.config import Watch as WatchSettings
-from tests.daemon_support import REPO_ROOT, Station, daemon_thread, images_done, make_station
+from tests.daemon_support import (
+    daemon_thread,
+    images_done,
+    make_station,
+    tigerwatch_status,
+)
 from tests.faults.fault_kit import (
     SETTLE_TIMEOUT,
     count,
@@ -102,18 +105,6 @@ def hanging_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     monkeypatch.setattr(ClipClassifier, "classify_pixels", hang)
     yield release
     release.set()
-
-
-def tigerwatch_status(station: Station) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "daemon", "status", "-c", str(station.config_path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.mark.fault

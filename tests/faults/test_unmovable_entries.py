@@ -12,7 +12,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,6 @@ import pytest
 
 from daemon.config import Worker as WorkerSettings
 from tests.daemon_support import (
-    REPO_ROOT,
     Station,
     check_invariant,
     images_done,
@@ -28,6 +26,7 @@ from tests.daemon_support import (
     query,
     start_daemon_process,
     stop_daemon_process,
+    tigerwatch_status,
     wait_for,
 )
 from tests.faults.fault_kit import (
@@ -96,18 +95,6 @@ def stuck_rows(station: Station) -> list[tuple[str, str]]:
         (str(path), str(reason))
         for path, reason in query(station, "SELECT source_path, reason FROM stuck_moves")
     ]
-
-
-def tigerwatch_status(station: Station) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "daemon", "status", "-c", str(station.config_path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def move_complaints(log: Path, entry: Path) -> list[str]:
