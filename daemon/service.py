@@ -254,6 +254,7 @@ def _supervise(
             )
             threads.stop.set()
             return EXIT_DATABASE_LOST
+        notifier.resend_ready()  # a READY=1 lost at start-up (full socket) is sent again
         for problem in parts.watcher.check_health():
             logger.warning("watcher: %s", problem)
         if not threads.all_alive():
