@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.config_checks import layout_problems
+from daemon.config_checks import backup_folder_problems, layout_problems
 from daemon.config_errors import ConfigError as ConfigError  # re-exported: callers catch it here
 from daemon.config_errors import Explainer, Loc
 
@@ -306,6 +306,17 @@ class Config(_Section):
             if filled.get(section) is None:
                 filled[section] = {}
         return filled
+
+    @model_validator(mode="after")
+    def _keep_backups_apart(self) -> "Config":
+        found = backup_folder_problems(
+            self.database.backup.folder,
+            [inbox.path for inbox in self.paths.inbox],
+            self.paths.destinations,
+        )
+        if found:
+            raise _problems(found)
+        return self
 
     @field_validator("labels")
     @classmethod
