@@ -163,6 +163,7 @@ def _run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no reload; run_daemon logs that it is ignored
 
     from daemon.storage.database import DatabaseError
     from daemon.storage.instance import lock_database

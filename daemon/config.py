@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.config_checks import layout_problems
+from daemon.config_checks import backup_folder_problems, layout_problems
 from daemon.config_errors import ConfigError as ConfigError  # re-exported: callers catch it here
 from daemon.config_errors import Explainer, Loc
 
@@ -246,8 +246,13 @@ def _file_mode(value: object) -> object:
         raise _problem(f"must be an octal mode such as '0640', not {text!r}") from None
     if not 0 <= mode <= 0o777:
         raise _problem("must be between 0000 and 0777")
-    if not mode & 0o400:
-        raise _problem("must let the owner read the file (the daemon must verify its moves)")
+    if mode & 0o600 != 0o600:
+        # Read to verify its moves; write because the dated folders get this mode (plus x) too,
+        # and a folder the owner cannot write locks the daemon out of it.
+        raise _problem(
+            f"{text!r} must give the owner read and write (e.g. '0640'): the daemon verifies "
+            "its moves and writes into the dated folders it makes with this mode"
+        )
     return mode
 
 
@@ -306,6 +311,17 @@ class Config(_Section):
             if filled.get(section) is None:
                 filled[section] = {}
         return filled
+
+    @model_validator(mode="after")
+    def _keep_backups_apart(self) -> "Config":
+        found = backup_folder_problems(
+            self.database.backup.folder,
+            [inbox.path for inbox in self.paths.inbox],
+            self.paths.destinations,
+        )
+        if found:
+            raise _problems(found)
+        return self
 
     @field_validator("labels")
     @classmethod

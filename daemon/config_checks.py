@@ -102,3 +102,26 @@ def shared_destinations(destinations: Mapping[str, Path]) -> list[tuple[Loc, str
             found.append(((name,), message))
         first_seen.setdefault(real, (name, folder))
     return found
+
+
+def backup_folder_problems(
+    folder: Path | None, inboxes: Sequence[Path], destinations: Mapping[str, Path]
+) -> list[tuple[Loc, str]]:
+    """The backup folder inside (or equal to) an inbox or an output folder, at its own key."""
+    if folder is None:
+        return []
+    real = _real(folder)
+    loc: Loc = ("database", "backup", "folder")
+    for index, inbox in enumerate(inboxes):
+        if real.is_relative_to(_real(inbox)):
+            where = "is" if real == _real(inbox) else "lies inside"
+            reason = "the daemon would take its own backups for uploads"
+            return [(loc, f"{folder} {where} inbox {inbox} (paths.inbox[{index}]); {reason}")]
+    for name, destination in destinations.items():  # parents first: the outer folder is named
+        if real.is_relative_to(_real(destination)):
+            where = "is" if real == _real(destination) else "lies inside"
+            reason = "the database's backups would be mixed with the sorted frames"
+            return [
+                (loc, f"{folder} {where} the {name} folder {destination} (paths.{name}); {reason}")
+            ]
+    return []

@@ -15,7 +15,9 @@ class SystemdNotifier:
 
     Every send is non-blocking: a receiver that does not drain its socket (a full queue) costs
     a lost message, never a stalled daemon. WATCHDOG=1 goes out only when systemd asked for
-    it ($WATCHDOG_USEC, for this process when $WATCHDOG_PID is set).
+    it ($WATCHDOG_USEC, for this process when $WATCHDOG_PID is set). READY=1 is the exception to
+    "a lost message": systemd kills a Type=notify service that never sends it, so a failed
+    READY=1 stays pending and `resend_ready` (each health-check tick) sends it until one works.
     """
 
     def __init__(self, environ: Mapping[str, str], *, pid: int | None = None) -> None:
@@ -27,9 +29,16 @@ class SystemdNotifier:
         self._wants_watchdog = _watchdog_requested(environ, os.getpid() if pid is None else pid)
         self._socket: socket.socket | None = None
         self._failing = False  # a failure is logged when it starts, not for every message
+        self._pending_ready: str | None = None
 
     def ready(self, status: str = "") -> None:
-        self._send("READY=1" + (f"\nSTATUS={status}" if status else ""))
+        self._pending_ready = "READY=1" + (f"\nSTATUS={status}" if status else "")
+        self.resend_ready()
+
+    def resend_ready(self) -> None:
+        """Send READY=1 again if it has not gone out yet (non-blocking, as every send)."""
+        if self._pending_ready is not None and self._send(self._pending_ready):
+            self._pending_ready = None
 
     def watchdog(self) -> None:
         if self._wants_watchdog:
@@ -43,9 +52,10 @@ class SystemdNotifier:
             self._socket.close()
             self._socket = None
 
-    def _send(self, message: str) -> None:
+    def _send(self, message: str) -> bool:
+        """Send one datagram; False when it was lost (True with no socket: nothing to send)."""
         if self._address is None:
-            return
+            return True
         try:
             if self._socket is None:
                 self._socket = socket.socket(
@@ -62,10 +72,11 @@ class SystemdNotifier:
                     err,
                 )
             self._failing = True
-            return
+            return False
         if self._failing:
             logger.info("notifications reach systemd again (%s)", message.splitlines()[0])
             self._failing = False
+        return True
 
 
 def _watchdog_requested(environ: Mapping[str, str], pid: int) -> bool:

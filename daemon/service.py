@@ -256,6 +256,7 @@ def _supervise(
             )
             threads.stop.set()
             return EXIT_DATABASE_LOST
+        notifier.resend_ready()  # a READY=1 lost at start-up (full socket) is sent again
         for problem in parts.watcher.check_health():
             logger.warning("watcher: %s", problem)
         if not threads.all_alive():
@@ -298,6 +299,10 @@ def _install_signal_handlers(stop: threading.Event) -> list[str]:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+        # There is no reload: SIGHUP (a closed terminal, a stray `kill -HUP`) must not kill the
+        # daemon silently, as its default action does. Ignored by the kernel, so no handler runs.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        logger.info("SIGHUP is ignored (no reload): restart the daemon to apply a new config")
     return received
 
 

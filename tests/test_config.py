@@ -635,3 +635,26 @@ def test_config_is_immutable(tmp_path: Path) -> None:
         config.station = "other"  # type: ignore[misc]
     assert isinstance(config.paths.inbox, tuple)
     assert isinstance(config.labels, tuple)
+
+
+@pytest.mark.parametrize("mode", ["0440", "0240", "0040", "0500"])
+def test_a_files_mode_without_owner_read_and_write_is_refused(tmp_path: Path, mode: str) -> None:
+    data = minimal_config()
+    data["files"] = {"mode": mode}
+
+    problems = problems_for(tmp_path, data)
+
+    print(f"\n[{mode}] {problems}")
+    assert problems == (
+        f"{tmp_path / 'tigerwatch.yaml'}: files.mode: '{mode}' must give the owner read and "
+        "write (e.g. '0640'): the daemon verifies its moves and writes into the dated folders "
+        "it makes with this mode",
+    )
+
+
+@pytest.mark.parametrize("mode", ["0600", "0640", "0664"])
+def test_a_files_mode_with_owner_read_and_write_is_accepted(tmp_path: Path, mode: str) -> None:
+    data = minimal_config()
+    data["files"] = {"mode": mode}
+
+    assert load_config(write_config(tmp_path, data)).files.mode == int(mode, 8)

@@ -120,3 +120,47 @@ def test_check_config_refuses_an_overlap_and_names_both_keys(
     assert code == 2
     assert f"{config_file}: paths.quarantine: " in err
     assert f"same folder as paths.review {tmp_path / 'review'}" in err
+
+
+@pytest.mark.parametrize(
+    ("backup", "expected"),
+    [
+        (
+            "inbox/backups",
+            "{root}/inbox/backups lies inside inbox {root}/inbox (paths.inbox[0]); the daemon "
+            "would take its own backups for uploads",
+        ),
+        (
+            "review/uncertain/db",
+            "{root}/review/uncertain/db lies inside the review folder {root}/review "
+            "(paths.review); the database's backups would be mixed with the sorted frames",
+        ),
+        (
+            "quarantine",
+            "{root}/quarantine is the quarantine folder {root}/quarantine (paths.quarantine); "
+            "the database's backups would be mixed with the sorted frames",
+        ),
+    ],
+)
+def test_a_backup_folder_inside_an_inbox_or_a_destination_is_refused(
+    tmp_path: Path, backup: str, expected: str
+) -> None:
+    data = minimal_config()
+    data["database"] = {"backup": {"folder": backup}}
+
+    problems = problems_for(tmp_path, data)
+
+    print(f"\n[{backup}] {problems}")
+    assert problems == (
+        f"{tmp_path / 'tigerwatch.yaml'}: database.backup.folder: "
+        + expected.format(root=tmp_path),
+    )
+
+
+def test_a_backup_folder_beside_the_station_folders_is_accepted(tmp_path: Path) -> None:
+    data = minimal_config()
+    data["database"] = {"backup": {"folder": "backups"}}
+
+    config = load_config(write_config(tmp_path, data))
+
+    assert config.database.backup.folder == tmp_path / "backups"

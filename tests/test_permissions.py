@@ -91,7 +91,7 @@ def test_config_reads_group_names_and_octal_modes(tmp_path: Path) -> None:
     [
         ({"group": "no-such-group-xyz"}, "files.group: no group named 'no-such-group-xyz'"),
         ({"mode": "rw-r-----"}, "files.mode: must be an octal mode"),
-        ({"mode": "0040"}, "files.mode: must let the owner read"),
+        ({"mode": "0040"}, "files.mode: '0040' must give the owner read and write"),
         ({"mode": "01777"}, "files.mode: must be between 0000 and 0777"),
     ],
 )

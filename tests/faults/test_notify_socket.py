@@ -18,7 +18,12 @@ from pathlib import Path
 import pytest
 
 from daemon.notify import SystemdNotifier
-from tests.daemon_support import make_station, start_daemon_process
+from tests.daemon_support import (
+    make_station,
+    start_daemon_process,
+    stop_daemon_process,
+    wait_for,
+)
 from tests.faults.fault_kit import (
     PROCESS_START_TIMEOUT,
     noise_jpeg,
@@ -179,3 +184,44 @@ def test_a_full_socket_is_logged_once_and_never_blocks(
     notifier.close()
     print(f"\n[notify] 51 sends to a full socket took {seconds:.4f} s")
     assert [record.levelname for record in caplog.records] == ["WARNING"], caplog.text
+
+
+def test_ready_is_sent_again_once_a_socket_full_at_start_up_drains(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    full_socket: FullSocket,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(full_socket.path))
+    station = make_station(tmp_path / "station", tiny_model_dir)  # health check every 0.5 s
+    log = tmp_path / "daemon.log"
+    process = start_daemon_process(station, log)
+    received: list[bytes] = []
+    try:
+        wait_until(lambda: "ready in" in log.read_text(), "the ready line", PROCESS_START_TIMEOUT)
+        filler = full_socket.waiting()  # systemd catches up: the queue drains
+        received += [message for message in filler if message != b"X" * 512]
+
+        def ready_arrived() -> bool:
+            received.extend(full_socket.waiting())
+            return any(message.startswith(b"READY=1") for message in received)
+
+        arrived = wait_for(ready_arrived, 20)
+        stop_code = stop_daemon_process(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    ready = [message for message in received if message.startswith(b"READY=1")]
+    report(
+        "READY=1 lost to a full $NOTIFY_SOCKET at start-up, the socket drained later",
+        {
+            "datagrams queued before the daemon started": full_socket.filled,
+            "filler datagrams drained": len(filler),
+            "READY=1 datagrams received after the drain": len(ready),
+            "exit code after SIGTERM": stop_code,
+        },
+    )
+    assert arrived, log.read_text(errors="replace")[-2000:]
+    assert len(ready) == 1  # sent until one gets through, then never again
+    assert stop_code == 0
