@@ -44,8 +44,8 @@ from tests.daemon_support import (
 # Set to replay a failed run: the seed is printed in every assertion message and the summary.
 SEED_VARIABLE = "TIGERWATCH_CRASH_SEED"
 
-GOOD_IMAGES = 220
-DUPLICATE_COPIES = 22  # ~10%: byte-identical copies of good images under other names
+GOOD_IMAGES = 120  # the 1,000-file SIGKILL burst in tests/faults is the full-size one
+DUPLICATE_COPIES = 12  # ~10%: byte-identical copies of good images under other names
 WAVES = 6
 # The kill moment of each cycle: "startup" kills at a random delay after the spawn (import,
 # migration, model load, start-up settlement); "burst" kills at a random point of the work.
