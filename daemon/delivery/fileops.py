@@ -22,7 +22,7 @@ from daemon.delivery.naming import (
 from daemon.delivery.naming import (
     unique_destination as unique_destination,
 )
-from daemon.hashing import open_regular_file, sha256_file
+from daemon.hashing import open_regular_file, sha256_file, sha256_stream
 
 logger = logging.getLogger(__name__)
 
@@ -177,13 +177,11 @@ def _require_content(source: Entry, source_stat: os.stat_result, sha256: str) ->
     """Hash the very inode about to be moved: anything else than the recorded bytes stays."""
     with open_regular_file(Path(source.name), dir_fd=source.dir_fd) as reader:
         before = os.fstat(reader.fileno())
-        digest = hashlib.sha256()
-        while chunk := reader.read(1 << 20):
-            digest.update(chunk)
+        digest = sha256_stream(reader)
         after = os.fstat(reader.fileno())
     if not (_same_version(source_stat, before) and _same_version(before, after)):
         raise ContentChangedError(errno.ESTALE, "changed while being checked", source.shown)
-    if digest.hexdigest() != sha256:
+    if digest != sha256:
         raise ContentChangedError(errno.ESTALE, "content differs from its SHA-256", source.shown)
 
 
