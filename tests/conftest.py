@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from daemon import config
 from scripts.make_test_model import build_test_model
+from tests.notify_receiver import NotifyReceiver
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "samples"
 
@@ -40,3 +44,13 @@ def samples_dir() -> Path:
     if not SAMPLES_DIR.is_dir():
         pytest.skip(f"sample photos not found at {SAMPLES_DIR}")
     return SAMPLES_DIR
+
+
+@pytest.fixture
+def notify_receiver() -> Iterator[NotifyReceiver]:
+    """A socket standing in for systemd's $NOTIFY_SOCKET; tests set the variables they need."""
+    folder = Path(tempfile.mkdtemp(prefix="tw-", dir="/tmp"))  # AF_UNIX paths max 108 bytes
+    receiver = NotifyReceiver(folder / "notify")
+    yield receiver
+    receiver.close()
+    shutil.rmtree(folder, ignore_errors=True)

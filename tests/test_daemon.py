@@ -9,11 +9,9 @@ import os
 import random
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -56,6 +54,7 @@ from tests.daemon_support import (
     with_comment,
     write_file,
 )
+from tests.notify_receiver import NotifyReceiver
 
 CLASSIFIED = {"positive", "uncertain", "negative"}
 FAST_WATCH = {
@@ -770,58 +769,23 @@ def test_status_json_reflects_the_run(station: Station) -> None:
 # --- 12: systemd notifications -------------------------------------------------------------------
 
 
-class NotifyListener:
-    """A unix datagram socket standing in for systemd's $NOTIFY_SOCKET."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.messages: list[str] = []
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(path))
-
-    def wait_for_message(self, line: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not any(line in message.splitlines() for message in self.messages):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._socket.settimeout(remaining)
-            try:
-                self.messages.append(self._socket.recv(4096).decode())
-            except TimeoutError:
-                return False
-        return True
-
-    def close(self) -> None:
-        self._socket.close()
-
-
-@pytest.fixture
-def notify_listener() -> Iterator[NotifyListener]:
-    folder = Path(tempfile.mkdtemp(prefix="tw-", dir="/tmp"))  # AF_UNIX paths max 108 bytes
-    listener = NotifyListener(folder / "notify")
-    yield listener
-    listener.close()
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def test_systemd_hears_ready_watchdog_and_stopping(
     station: Station,
     tmp_path: Path,
-    notify_listener: NotifyListener,
+    notify_receiver: NotifyReceiver,
     processes: list[subprocess.Popen[bytes]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_listener.path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_receiver.path))
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")  # systemd asks for pings (WatchdogSec=30)
     log = tmp_path / "daemon.log"
     processes.append(start_daemon_process(station, log))
-    assert notify_listener.wait_for_message("READY=1", PROCESS_START_TIMEOUT), log.read_text()
+    assert notify_receiver.wait_for_line("READY=1", PROCESS_START_TIMEOUT), log.read_text()
     assert "Watching inbox" in log.read_text(errors="replace")  # READY=1 came after the set-up
-    ready_index = len(notify_listener.messages) - 1
-    assert notify_listener.wait_for_message("WATCHDOG=1", 10), notify_listener.messages
-    assert notify_listener.messages.index("WATCHDOG=1") > ready_index
+    assert notify_receiver.wait_for_line("WATCHDOG=1", 10), notify_receiver.messages
+    lines = notify_receiver.lines()
+    assert lines.index("WATCHDOG=1") > lines.index("READY=1")  # pings only once ready
     processes[0].send_signal(signal.SIGTERM)
-    assert notify_listener.wait_for_message("STOPPING=1", 30), notify_listener.messages
+    assert notify_receiver.wait_for_line("STOPPING=1", 30), notify_receiver.messages
     assert processes[0].wait(timeout=30) == 0
     assert check_invariant(station) == []

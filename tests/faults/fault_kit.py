@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date, timedelta
 from pathlib import Path
 
 # The shared helpers live in tests/daemon_support.py; they are re-exported here because the
@@ -64,3 +65,14 @@ def report(title: str, figures: Mapping[str, object]) -> None:
     lines = [f"[fault] {title}"]
     lines += [f"    {name:<{width}} : {value}" for name, value in figures.items()]
     print("\n" + "\n".join(lines))
+
+
+def block_dated_folders(destination: Path) -> list[Path]:
+    """Plain files where the destination's dated folders go, so it refuses every move.
+
+    Yesterday to tomorrow: whatever the time zone makes "today". The caller unlinks them."""
+    destination.mkdir(exist_ok=True)
+    blockers = [destination / (date.today() + timedelta(days=n)).isoformat() for n in (-1, 0, 1)]
+    for blocker in blockers:
+        blocker.write_bytes(b"an administrator's notes where the dated folder goes")
+    return blockers

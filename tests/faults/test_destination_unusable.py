@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from tests.daemon_support import (
     query,
     settled,
 )
-from tests.faults.fault_kit import noise_jpeg, report, wait_until, write_file
+from tests.faults.fault_kit import block_dated_folders, noise_jpeg, report, wait_until, write_file
 
 pytestmark = pytest.mark.fault
 
@@ -32,12 +31,7 @@ def test_a_dated_folder_that_is_a_file_pauses_and_nothing_goes_to_quarantine(
     station: Station, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR)
-    archive = station.root / "archive"
-    archive.mkdir()
-    today = date.today()
-    blockers = [archive / (today + timedelta(days=n)).isoformat() for n in (-1, 0, 1)]
-    for blocker in blockers:  # yesterday to tomorrow: whatever the time zone makes "today"
-        blocker.write_bytes(b"an administrator's notes where the dated folder goes")
+    blockers = block_dated_folders(station.root / "archive")
     frames = [write_file(station.inbox / f"f{n}.jpg", noise_jpeg(n)) for n in range(3)]
     with daemon_thread(station):  # exits 0 on leaving: no thread died
         wait_until(

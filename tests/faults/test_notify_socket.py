@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +28,7 @@ from tests.faults.fault_kit import (
     wait_until,
     write_file,
 )
+from tests.notify_receiver import FILLER, NotifyReceiver
 
 pytestmark = pytest.mark.fault
 
@@ -39,53 +36,17 @@ pytestmark = pytest.mark.fault
 STOP_GUARD_S = 30.0
 
 
-class FullSocket:
-    """A bound AF_UNIX datagram socket that is never read, filled until a send would block."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.receiver.bind(str(path))
-        self.filled = self._fill()
-
-    def _fill(self) -> int:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-            sender.setblocking(False)
-            sent = 0
-            while True:
-                try:
-                    sender.sendto(b"X" * 512, str(self.path))
-                except BlockingIOError:
-                    return sent
-                sent += 1
-
-    def waiting(self) -> list[bytes]:
-        """Every datagram in the queue (reads it empty: call once, at the end)."""
-        self.receiver.setblocking(False)
-        found = []
-        while True:
-            try:
-                found.append(self.receiver.recv(4096))
-            except BlockingIOError:
-                return found
-
-    def close(self) -> None:
-        self.receiver.close()
-
-
 @pytest.fixture
-def full_socket() -> Iterator[FullSocket]:
-    folder = Path(tempfile.mkdtemp(prefix="tw-", dir="/tmp"))  # AF_UNIX paths max 108 bytes
-    sock = FullSocket(folder / "notify")
-    yield sock
-    sock.close()
-    shutil.rmtree(folder, ignore_errors=True)
+def full_socket(notify_receiver: NotifyReceiver) -> NotifyReceiver:
+    """A socket that systemd stopped reading: full until the test drains it."""
+    notify_receiver.fill()
+    return notify_receiver
 
 
 def test_sigterm_stops_the_daemon_while_the_notify_socket_is_full(
     tmp_path: Path,
     tiny_model_dir: Path,
-    full_socket: FullSocket,
+    full_socket: NotifyReceiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(full_socket.path))
@@ -123,22 +84,7 @@ def test_sigterm_stops_the_daemon_while_the_notify_socket_is_full(
     assert "daemon.service: ready in" in text  # it ran past READY=1 before the signal
     assert "received SIGTERM" in text
     assert len(warnings) == 1, warnings  # logged once, not for every ping
-    assert all(message == b"X" * 512 for message in full_socket.waiting())
-
-
-class Listener:
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-
-    def received(self) -> list[str]:
-        found = []
-        while True:
-            try:
-                found.append(self.sock.recv(4096).decode())
-            except BlockingIOError:
-                return found
+    assert all(message == FILLER for message in full_socket.drain())
 
 
 @pytest.mark.parametrize(
@@ -152,27 +98,21 @@ class Listener:
     ],
 )
 def test_watchdog_pings_only_when_systemd_asked(
-    environment: dict[str, str], pings_expected: bool
+    environment: dict[str, str], pings_expected: bool, notify_receiver: NotifyReceiver
 ) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="tw-", dir="/tmp"))
-    try:
-        listener = Listener(folder / "notify")
-        env = {key: value.replace("<ours>", str(os.getpid())) for key, value in environment.items()}
-        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(folder / "notify"), **env})
-        for _ in range(3):
-            notifier.watchdog()
-        notifier.stopping()
-        notifier.close()
-        messages = listener.received()
-        listener.sock.close()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    env = {key: value.replace("<ours>", str(os.getpid())) for key, value in environment.items()}
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": str(notify_receiver.path), **env})
+    for _ in range(3):
+        notifier.watchdog()
+    notifier.stopping()
+    notifier.close()
+    messages = notify_receiver.messages
     print(f"\n[notify] environment {environment}: {messages}")
     assert messages == (["WATCHDOG=1"] * 3 if pings_expected else []) + ["STOPPING=1"]
 
 
 def test_a_full_socket_is_logged_once_and_never_blocks(
-    full_socket: FullSocket, caplog: pytest.LogCaptureFixture
+    full_socket: NotifyReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = SystemdNotifier({"NOTIFY_SOCKET": str(full_socket.path), "WATCHDOG_USEC": "1"})
     started = time.monotonic()
@@ -189,22 +129,22 @@ def test_a_full_socket_is_logged_once_and_never_blocks(
 def test_ready_is_sent_again_once_a_socket_full_at_start_up_drains(
     tmp_path: Path,
     tiny_model_dir: Path,
-    full_socket: FullSocket,
+    full_socket: NotifyReceiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(full_socket.path))
     station = make_station(tmp_path / "station", tiny_model_dir)  # health check every 0.5 s
     log = tmp_path / "daemon.log"
     process = start_daemon_process(station, log)
-    received: list[bytes] = []
+    received: list[str] = []
     try:
         wait_until(lambda: "ready in" in log.read_text(), "the ready line", PROCESS_START_TIMEOUT)
-        filler = full_socket.waiting()  # systemd catches up: the queue drains
-        received += [message for message in filler if message != b"X" * 512]
+        filler = full_socket.drain()  # systemd catches up: the queue drains
+        received += [message for message in filler if message != FILLER]
 
         def ready_arrived() -> bool:
-            received.extend(full_socket.waiting())
-            return any(message.startswith(b"READY=1") for message in received)
+            received.extend(full_socket.drain())
+            return any(message.startswith("READY=1") for message in received)
 
         arrived = wait_for(ready_arrived, 20)
         stop_code = stop_daemon_process(process)
@@ -212,12 +152,12 @@ def test_ready_is_sent_again_once_a_socket_full_at_start_up_drains(
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
-    ready = [message for message in received if message.startswith(b"READY=1")]
+    ready = [message for message in received if message.startswith("READY=1")]
     report(
         "READY=1 lost to a full $NOTIFY_SOCKET at start-up, the socket drained later",
         {
             "datagrams queued before the daemon started": full_socket.filled,
-            "filler datagrams drained": len(filler),
+            "filler datagrams drained": len([message for message in filler if message == FILLER]),
             "READY=1 datagrams received after the drain": len(ready),
             "exit code after SIGTERM": stop_code,
         },

@@ -5,14 +5,11 @@ interrupted work without classifying anything twice."""
 from __future__ import annotations
 
 import re
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,6 +33,7 @@ from tests.faults.fault_kit import (
     wait_until,
     with_comment,
 )
+from tests.notify_receiver import NotifyReceiver
 
 pytestmark = pytest.mark.fault
 
@@ -54,41 +52,10 @@ def unit_stop_timeout() -> float:
 # --- systemd's notify socket ---------------------------------------------------------------------
 
 
-@dataclass
-class NotifyListener:
-    """A unix datagram socket standing in for systemd's $NOTIFY_SOCKET."""
-
-    path: Path
-    messages: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(self.path))
-        self._socket.setblocking(False)
-
-    def drain(self) -> list[str]:
-        """Every message received so far, in arrival order."""
-        while True:
-            try:
-                self.messages.append(self._socket.recv(4096).decode())
-            except BlockingIOError:
-                return self.messages
-
-    def lines(self) -> list[str]:
-        return [line for message in self.drain() for line in message.splitlines()]
-
-    def close(self) -> None:
-        self._socket.close()
-
-
 @pytest.fixture
-def notify(monkeypatch: pytest.MonkeyPatch) -> Iterator[NotifyListener]:
-    folder = Path(tempfile.mkdtemp(prefix="tw-", dir="/tmp"))  # AF_UNIX paths max 108 bytes
-    listener = NotifyListener(folder / "notify")
-    monkeypatch.setenv("NOTIFY_SOCKET", str(listener.path))
-    yield listener
-    listener.close()
-    shutil.rmtree(folder, ignore_errors=True)
+def notify(notify_receiver: NotifyReceiver, monkeypatch: pytest.MonkeyPatch) -> NotifyReceiver:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_receiver.path))
+    return notify_receiver
 
 
 @pytest.fixture
@@ -202,7 +169,7 @@ def test_sigterm_exits_cleanly_and_a_restart_redoes_the_work(
     moment: str,
     tmp_path: Path,
     tiny_model_dir: Path,
-    notify: NotifyListener,
+    notify: NotifyReceiver,
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
     station = make_station(

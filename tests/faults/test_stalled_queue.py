@@ -9,11 +9,9 @@ worker's own clock, with a fixed 300 s).
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,12 +26,14 @@ from tests.daemon_support import (
 )
 from tests.faults.fault_kit import (
     SETTLE_TIMEOUT,
+    block_dated_folders,
     count,
     noise_jpeg,
     report,
     wait_until,
     write_file,
 )
+from tests.notify_receiver import NotifyReceiver
 
 STALL_SECONDS = 2.0
 HEALTH_SECONDS = 0.3
@@ -52,44 +52,15 @@ def watch_settings() -> dict[str, object]:
     return watch
 
 
-class NotifySocket:
-    """Collects what the daemon sends to $NOTIFY_SOCKET, with the monotonic time of each."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.messages: list[tuple[float, str]] = []
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(path))
-        self._sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self._sock.recv(4096)
-            except TimeoutError:
-                continue
-            self.messages.append((time.monotonic(), data.decode(errors="replace")))
-
-    def pings_since(self, moment: float) -> int:
-        return sum(1 for at, text in list(self.messages) if at >= moment and "WATCHDOG=1" in text)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
-
-
 @pytest.fixture
-def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NotifySocket]:
-    receiver = NotifySocket(tmp_path / "notify.sock")
-    monkeypatch.setenv("NOTIFY_SOCKET", str(receiver.path))
+def notify_socket(
+    notify_receiver: NotifyReceiver, monkeypatch: pytest.MonkeyPatch
+) -> NotifyReceiver:
+    """systemd asks this process for watchdog pings (WatchdogSec=120)."""
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_receiver.path))
     monkeypatch.setenv("WATCHDOG_USEC", "120000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    yield receiver
-    receiver.close()
+    return notify_receiver
 
 
 @pytest.fixture
@@ -111,7 +82,7 @@ def hanging_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
 def test_a_queue_without_progress_withholds_the_watchdog_and_says_why(
     tmp_path: Path,
     tiny_model_dir: Path,
-    notify_socket: NotifySocket,
+    notify_socket: NotifyReceiver,
     hanging_model: threading.Event,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -127,14 +98,14 @@ def test_a_queue_without_progress_withholds_the_watchdog_and_says_why(
         wait_until(lambda: count(station, "images") == 3, "the frames to be queued")
         # Well past stall_seconds (and a few health checks) with the model still hanging.
         time.sleep(STALL_SECONDS + 5 * HEALTH_SECONDS)
-        stalled_at = time.monotonic()
+        stalled_at = notify_socket.mark()
         # Several health checks pass while the model still hangs: none may ping.
         time.sleep(STALL_SECONDS + 5 * HEALTH_SECONDS)
         pings_while_stalled = notify_socket.pings_since(stalled_at)
         status = tigerwatch_status(station)
         hanging_model.set()
         wait_until(lambda: images_done(station) == 3, "the backlog after the model recovers")
-        resumed_at = time.monotonic()
+        resumed_at = notify_socket.mark()
         wait_until(lambda: notify_socket.pings_since(resumed_at) >= 1, "pings after recovery")
     lines = status.splitlines()
     progress_line = next((line for line in lines if line.startswith("progress:")), "(no line)")
@@ -154,7 +125,7 @@ def test_a_queue_without_progress_withholds_the_watchdog_and_says_why(
 def test_the_watchdog_keeps_pinging_while_work_moves(
     tmp_path: Path,
     tiny_model_dir: Path,
-    notify_socket: NotifySocket,
+    notify_socket: NotifyReceiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Frames arriving steadily for longer than stall_seconds never count as a stall."""
@@ -165,7 +136,7 @@ def test_the_watchdog_keeps_pinging_while_work_moves(
     )
     with daemon_thread(station):
         wait_until(lambda: notify_socket.pings_since(0.0) >= 1, "the first watchdog ping")
-        started = time.monotonic()
+        started = notify_socket.mark()
         for number in range(12):
             write_file(station.inbox / f"IMG_{number:04d}.JPG", noise_jpeg(number))
             time.sleep(0.5)
@@ -183,7 +154,7 @@ def test_the_watchdog_keeps_pinging_while_work_moves(
 def test_a_destination_pause_is_waiting_not_a_stall(
     tmp_path: Path,
     tiny_model_dir: Path,
-    notify_socket: NotifySocket,
+    notify_socket: NotifyReceiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A paused destination longer than stall_seconds keeps the pings: the daemon retries it,
@@ -193,17 +164,13 @@ def test_a_destination_pause_is_waiting_not_a_stall(
         tiny_model_dir,
         watch=watch_settings(),
     )
-    archive = station.root / "archive"
-    archive.mkdir()
-    blockers = [archive / (date.today() + timedelta(days=n)).isoformat() for n in (-1, 0, 1)]
-    for blocker in blockers:  # a plain file where the dated folder goes: the archive refuses
-        blocker.write_bytes(b"not a folder")
+    blockers = block_dated_folders(station.root / "archive")
     with daemon_thread(station):
         wait_until(lambda: notify_socket.pings_since(0.0) >= 1, "the first watchdog ping")
         for number in range(3):
             write_file(station.inbox / f"IMG_{number:04d}.JPG", noise_jpeg(number))
         wait_until(lambda: "wait" in caplog.text, "the moves to pause")
-        paused_at = time.monotonic()
+        paused_at = notify_socket.mark()
         time.sleep(STALL_SECONDS + 10 * HEALTH_SECONDS)
         pings_while_paused = notify_socket.pings_since(paused_at)
         for blocker in blockers:
