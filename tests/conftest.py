@@ -54,3 +54,16 @@ def notify_receiver() -> Iterator[NotifyReceiver]:
     yield receiver
     receiver.close()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport() -> Iterator[None]:
+    """Captured output of the hostile-name tests holds undecodable file names (lone surrogates);
+    pytest-xdist must send reports as UTF-8, so they are escaped as the terminal would show them."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    report.sections = [(title, _printable(text)) for title, text in report.sections]
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
