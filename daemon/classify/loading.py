@@ -14,6 +14,7 @@ from typing import Any
 
 import huggingface_hub
 import torch
+from huggingface_hub.utils import logging as hub_logging
 from safetensors import safe_open
 from transformers import (
     CLIPConfig,
@@ -24,6 +25,8 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 from transformers.utils.hub import cached_file
+
+from daemon.classify.hub_probe import hub_unreachable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ class LoadedParts:
 
 def load_parts(name_or_path: str, labels: tuple[str, ...]) -> LoadedParts:
     """Everything classification needs from a checkpoint, loaded quietly and checked."""
+    # Telemetry would also fetch the hub's agent registry before any request (a 3 s wait on an
+    # offline station, and traffic on a metered link): a station sends none.
+    huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True
     with _progress_bars_disabled():
         parts = _load_model_and_processor(name_or_path, labels)
     _check_input_size(name_or_path, parts.vision, parts.processor)
@@ -78,12 +84,15 @@ def _progress_bars_disabled() -> Iterator[None]:
     reports the other tower's weights as unexpected; _tower() checks what matters)."""
     was_enabled = transformers_logging.is_progress_bar_enabled()
     verbosity = transformers_logging.get_verbosity()
+    hub_verbosity = hub_logging.get_verbosity()
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hub_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # retry warnings
     try:
         yield
     finally:
         transformers_logging.set_verbosity(verbosity)
+        hub_logging.set_verbosity(hub_verbosity)
         if was_enabled:
             transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
@@ -117,11 +126,17 @@ def _from_hub(name: str, labels: tuple[str, ...]) -> LoadedParts:
                 f"not a folder, not in the Hugging Face cache {cache}, and HF_HUB_OFFLINE is set"
             )
             raise ModelLoadError(_fetch_hint(name, where, cache_err)) from cache_err
-    logger.warning("CLIP %s is not in the Hugging Face cache %s; trying the hub", name, cache)
+    unreachable = hub_unreachable_reason()
+    if unreachable is not None:
+        where = f"not a folder, not in the Hugging Face cache {cache}, and {unreachable}"
+        raise ModelLoadError(_fetch_hint(name, where))
+    logger.info("CLIP %s is not in the Hugging Face cache %s; downloading it", name, cache)
     try:
         return _from_pretrained(name, labels, local_files_only=False)
     except Exception as err:
-        where = f"not a folder, not in the Hugging Face cache {cache}, and the hub is unreachable"
+        where = (
+            f"not a folder, not in the Hugging Face cache {cache}, and the hub did not provide it"
+        )
         raise ModelLoadError(_fetch_hint(name, where, err)) from err
 
 
@@ -202,7 +217,7 @@ def _fetch_hint(name: str, where: str, err: BaseException | None = None) -> str:
     folder = "./" + hub_name.rsplit("/", 1)[-1]
     reason = f" ({_short_reason(err)})" if err is not None else ""
     return (
-        f"Cannot load CLIP model {name!r}: {where}{reason}.\n"
+        f"Cannot load CLIP model {name!r}: {where}{reason}. "
         f"To fetch it: on a machine with internet run "
         f"`tigerwatch download-model {hub_name} {folder}`, copy that folder to this station "
         f"and set model.name_or_path to its path."
