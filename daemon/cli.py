@@ -205,7 +205,11 @@ def _status(args: argparse.Namespace) -> int:
         print(f"error: {err}; run `tigerwatch db upgrade -c {args.config}`", file=sys.stderr)
         return EXIT_DATABASE
     try:
-        report = gather_status(Store(engine), stall_seconds=config.watch.stall_seconds)
+        report = gather_status(
+            Store(engine),
+            stall_seconds=config.watch.stall_seconds,
+            inboxes=tuple(inbox.path for inbox in config.paths.inbox),
+        )
     finally:
         engine.dispose()
     print(dump_json(report.as_dict()) if args.json else format_status(report))

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.outcomes import Decision, Destination, destination_for
+from daemon.storage.activity import Activity
 from daemon.storage.database import deferred, session_factory
 from daemon.storage.schema import (
     Classification,
@@ -103,7 +104,7 @@ class PendingMove:
     reason: str | None  # written to the sidecar of a quarantined file
 
 
-class Store(StuckMoves):
+class Store(StuckMoves, Activity):
     def __init__(self, engine: Engine) -> None:
         # Writes begin IMMEDIATE (take the write lock at once); reads must not, or a status
         # query would queue behind the daemon's commits.

@@ -1,0 +1,156 @@
+"""`tigerwatch status` on a known drain: rate, ETA, waiting per inbox, oldest stuck, last error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from daemon.storage.database import upgrade_database
+from daemon.storage.schema import (
+    Image,
+    ImageDecision,
+    ImageState,
+    MoveState,
+    Reject,
+    RowKind,
+    StuckMove,
+)
+from tests.daemon_support import REPO_ROOT, Station, make_station
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def station(tmp_path: Path, tiny_model_dir: Path) -> Station:
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        paths={
+            "inbox": ["inbox", "ftp"],
+            "review": "review",
+            "archive": "archive",
+            "quarantine": "quarantine",
+        },
+    )
+    (station.root / "ftp").mkdir()
+    upgrade_database(f"sqlite:///{station.db_path}")
+    return station
+
+
+def image(path: Path, *, done_minutes_ago: float | None = None, error: str | None = None) -> Image:
+    done_at = None if done_minutes_ago is None else NOW - timedelta(minutes=done_minutes_ago)
+    return Image(
+        sha256=hashlib.sha256(str(path).encode()).hexdigest(),
+        original_path=str(path),
+        first_seen_at=NOW - timedelta(minutes=30),
+        state=ImageState.QUEUED if done_at is None else ImageState.DONE,
+        decision=None if done_at is None else ImageDecision.NEGATIVE,
+        done_at=done_at,
+        last_error=error,
+    )
+
+
+def write_rows(station: Station, rows: list[object]) -> dict[str, int]:
+    """Inserts the rows; the ids of the images by path."""
+    engine = create_engine(f"sqlite:///{station.db_path}")
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        session.add_all(rows)
+        session.flush()
+        ids = {str(row.original_path): row.id for row in rows if isinstance(row, Image)}
+    engine.dispose()
+    return ids
+
+
+def status(station: Station, *options: str) -> str:
+    run = subprocess.run(
+        [sys.executable, "-m", "daemon", "status", "-c", str(station.config_path), *options],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    return run.stdout
+
+
+def test_status_reports_the_drain_the_backlog_and_what_holds_it(station: Station) -> None:
+    inbox, ftp = station.root / "inbox", station.root / "ftp"
+    rows: list[object] = []
+    rows += [image(inbox / f"done_{n}.jpg", done_minutes_ago=0.5 + 0.3 * n) for n in range(30)]
+    rows += [image(inbox / f"old_{n}.jpg", done_minutes_ago=25) for n in range(5)]  # before
+    rows += [image(inbox / f"wait_{n}.jpg") for n in range(40)]
+    rows += [image(ftp / f"wait_{n}.jpg") for n in range(20)]
+    rows += [image(inbox / "had_error.jpg", done_minutes_ago=5, error="decoder process died")]
+    rows += [
+        Reject(
+            source_path=str(ftp / "half.jpg"),
+            reason="truncated JPEG (no end-of-image marker)",
+            arrived_at=NOW - timedelta(minutes=3),
+            state=MoveState.DONE,
+            done_at=NOW - timedelta(minutes=2),
+        )
+    ]
+    stuck = [image(ftp / "locked.jpg"), image(inbox / "fifo.jpg")]
+    ids = write_rows(station, rows + stuck)
+    write_rows(
+        station,
+        [
+            StuckMove(
+                kind=RowKind.IMAGE,
+                row_id=ids[str(inbox / "fifo.jpg")],
+                source_path=str(inbox / "fifo.jpg"),
+                reason="not a regular file",
+                since=NOW - timedelta(minutes=10),
+            ),
+            StuckMove(
+                kind=RowKind.IMAGE,
+                row_id=ids[str(ftp / "locked.jpg")],
+                source_path=str(ftp / "locked.jpg"),
+                reason="permission denied",
+                since=NOW - timedelta(minutes=40),
+            ),
+        ],
+    )
+
+    report = json.loads(status(station, "--json"))
+    text = status(station)
+    print(text)
+
+    # By hand: 30 frames + the error frame + the reject left the inboxes in the last 10 min.
+    assert report["drained_in_window"] == 32
+    assert report["drain_per_minute"] == 3.2
+    assert report["backlog"] == 60  # the two stuck entries wait for a person, not the daemon
+    assert report["eta_seconds"] == pytest.approx(60 / 3.2 * 60)  # 1125 s
+    assert report["waiting_by_inbox"] == {str(inbox): 40, str(ftp): 20}
+    assert [entry["reason"] for entry in report["stuck"]] == [
+        "permission denied",  # the oldest first
+        "not a regular file",
+    ]
+    assert report["last_error"]["path"] == str(ftp / "half.jpg")
+    assert report["last_error"]["reason"].startswith("truncated JPEG")
+    assert report["watchdog"] == "sent when systemd asks"
+    assert "32 in the last 10 min (3.2/min); 60 waiting, done in about 19 min" in text
+    assert f"waiting:        {inbox} 40, {ftp} 20" in text
+    assert "last error:     " in text and "half.jpg: truncated JPEG" in text
+
+
+def test_status_of_a_queue_that_does_not_drain(station: Station) -> None:
+    write_rows(station, [image(station.root / "inbox" / f"IMG_{n}.JPG") for n in range(10)])
+
+    report = json.loads(status(station, "--json"))
+    text = status(station)
+    print(text)
+
+    assert report["drained_in_window"] == 0
+    assert report["eta_seconds"] is None
+    assert report["backlog"] == 10
+    assert str(report["watchdog"]).startswith("withheld: stalled: 10 entries waiting")
+    assert "10 waiting, no estimate while nothing drains" in text
+    assert report["last_error"] is None
