@@ -64,6 +64,8 @@ def _build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=_status)
 
+    _add_doctor_command(commands)
+
     download = commands.add_parser(
         "download-model",
         help="on a connected machine: save a CLIP model into a folder to copy to a station",
@@ -89,6 +91,19 @@ def _add_classify_command(
     )
     classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     classify.set_defaults(handler=_classify)
+
+
+def _add_doctor_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    doctor = commands.add_parser(
+        "doctor", help="check the station's setup as the daemon's user meets it"
+    )
+    _add_config_option(doctor)
+    doctor.add_argument(
+        "--unit", type=Path, default=None, metavar="FILE", help="the installed systemd unit"
+    )
+    doctor.set_defaults(handler=_doctor)
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -214,6 +229,17 @@ def _status(args: argparse.Namespace) -> int:
         engine.dispose()
     print(dump_json(report.as_dict()) if args.json else format_status(report))
     return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from daemon.doctor.checks import DEFAULT_UNIT, station_findings
+    from daemon.doctor.verdicts import exit_code
+
+    findings = []
+    for finding in station_findings(load_config(args.config), args.unit or DEFAULT_UNIT):
+        print(finding.line(), flush=True)  # one line as each check ends: some take a while
+        findings.append(finding)
+    return exit_code(findings)
 
 
 def _download_model(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import logging
 import re
 from collections.abc import Iterator
@@ -27,12 +26,11 @@ from transformers.utils import logging as transformers_logging
 from transformers.utils.hub import cached_file
 
 from daemon.classify.hub_probe import hub_unreachable_reason
+from daemon.classify.model_files import weights_digest
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HUB_MODEL = "openai/clip-vit-base-patch32"
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-HASH_CHUNK_BYTES = 1 << 20
 MAX_REASON_CHARS = 300
 # The hub's repo id rule ("org/name" or "name"); anything else can only be a folder.
 HUB_NAME = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]{0,95}")
@@ -262,17 +260,8 @@ def checkpoint_revision(name_or_path: str) -> str:
     """The hub commit for a cached hub model; a hash of the weights for a folder."""
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
-        return _weights_digest(folder)
+        return weights_digest(folder)
     cached_config = huggingface_hub.try_to_load_from_cache(name_or_path, "config.json")
     if isinstance(cached_config, str):
         return Path(cached_config).parent.name  # .../snapshots/<commit>/config.json
     return "unknown"
-
-
-def _weights_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES):
-        with path.open("rb") as stream:
-            while chunk := stream.read(HASH_CHUNK_BYTES):
-                digest.update(chunk)
-    return f"sha256:{digest.hexdigest()[:16]}"
