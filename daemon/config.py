@@ -49,19 +49,40 @@ class _Section(BaseModel):
 
 
 class Label(_Section):
-    """One zero-shot prompt; the target labels together mean "tiger"."""
+    """One zero-shot label: its prompts (ensembled) per light; the targets together mean tiger."""
 
-    text: Text
+    name: Text
     target: bool = False
+    prompts: tuple[Text, ...] = Field(min_length=1)
+    # Used for infrared (night) frames; empty means the day prompts serve both.
+    infrared_prompts: tuple[Text, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
-    def _accept_plain_text(cls, data: object) -> object:
+    def _accept_short_forms(cls, data: object) -> object:
+        # The older forms: the label text alone, or {text, target}; the text is the one prompt.
         if isinstance(data, str):
-            return {"text": data}
+            data = {"text": data}
         if not isinstance(data, Mapping | Label):
-            raise _problem("must be a mapping with text and target, or the label text alone")
+            raise _problem("must be a mapping with name, target and prompts, or the label text")
+        if isinstance(data, Mapping) and "text" in data:
+            return _from_text_form(data)
         return data
+
+    def prompts_for(self, *, infrared: bool) -> tuple[str, ...]:
+        return self.infrared_prompts if infrared and self.infrared_prompts else self.prompts
+
+
+def _from_text_form(data: Mapping[str, object]) -> dict[str, object]:
+    clash = [key for key in ("name", "prompts", "infrared_prompts") if key in data]
+    if clash:
+        raise _problems([(("text",), f"give either text or {', '.join(clash)}, not both")])
+    text = data["text"]
+    if not isinstance(text, str) or not text.strip():
+        message = "must not be empty" if isinstance(text, str) or text is None else "must be text"
+        raise _problems([(("text",), message)])
+    rest = {key: value for key, value in data.items() if key != "text"}
+    return rest | {"name": text.strip(), "prompts": (text.strip(),)}
 
 
 class Inbox(_Section):
@@ -159,6 +180,16 @@ class Model(_Section):
     precision: Annotated[Literal["fp32", "bf16", "int8"], BeforeValidator(_lower)] = "fp32"
     device: Annotated[str, BeforeValidator(_lower), AfterValidator(_check_device)] = "cpu"
     threads: int | None = Field(default=None, ge=1, le=1024)
+    # What of the frame the model sees: CLIP's centre crop, the letterboxed whole frame, or
+    # overlapping squares across it (see README "Views").
+    view: Annotated[Literal["center", "pad", "crops"], BeforeValidator(_lower)] = "crops"
+
+
+class InfraredDecision(_Section):
+    """Thresholds for infrared (night) frames; unset ones are the day thresholds."""
+
+    positive_threshold: float | None = Field(default=None, gt=0, le=1)
+    uncertain_threshold: float | None = Field(default=None, ge=0, le=1)
 
 
 class Decision(_Section):
@@ -166,13 +197,35 @@ class Decision(_Section):
 
     positive_threshold: float = Field(default=0.5, gt=0, le=1)
     uncertain_threshold: float = Field(default=0.2, ge=0, le=1)
+    infrared: InfraredDecision = Field(default_factory=InfraredDecision)
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> "Decision":
+        found: list[tuple[Loc, str]] = []
         if self.uncertain_threshold > self.positive_threshold:
             message = f"must not be greater than positive_threshold ({self.positive_threshold:g})"
-            raise _problems([(("uncertain_threshold",), message)])
+            found.append((("uncertain_threshold",), message))
+        positive, uncertain = self.thresholds(infrared=True)
+        if uncertain > positive and not found:
+            message = f"must not be greater than the infrared positive threshold ({positive:g})"
+            found.append((("infrared", "uncertain_threshold"), message))
+        if found:
+            raise _problems(found)
         return self
+
+    def thresholds(self, *, infrared: bool) -> tuple[float, float]:
+        """(positive, uncertain) for a frame of this light."""
+        if not infrared:
+            return self.positive_threshold, self.uncertain_threshold
+        night = self.infrared
+        return (
+            self.positive_threshold
+            if night.positive_threshold is None
+            else night.positive_threshold,
+            self.uncertain_threshold
+            if night.uncertain_threshold is None
+            else night.uncertain_threshold,
+        )
 
 
 class Images(_Section):
@@ -269,13 +322,55 @@ class Logging(_Section):
     level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = "INFO"
 
 
+def _camera_trap_label(
+    name: str, prompts: list[str], night: list[str], target: bool = False
+) -> Label:
+    return Label(name=name, target=target, prompts=tuple(prompts), infrared_prompts=tuple(night))
+
+
+_NIGHT = "a black and white infrared camera trap photo of"
+# The notebook's six labels, meaning kept, with prompts written for camera-trap frames.
 DEFAULT_LABELS: tuple[Label, ...] = (
-    Label(text="a photo of an Amur tiger", target=True),
-    Label(text="a photo of a Bengal tiger", target=True),
-    Label(text="a photo of a lion"),
-    Label(text="a photo of a leopard"),
-    Label(text="a photo of a domestic cat"),
-    Label(text="a photo without a tiger"),
+    _camera_trap_label(
+        "Amur tiger",
+        [
+            "a camera trap photo of an Amur tiger",
+            "a camera trap photo of a Siberian tiger in the forest",
+            "a photo of an Amur tiger",
+        ],
+        [f"{_NIGHT} a tiger at night", f"{_NIGHT} an Amur tiger in the forest at night"],
+        target=True,
+    ),
+    _camera_trap_label(
+        "Bengal tiger",
+        ["a camera trap photo of a Bengal tiger", "a photo of a Bengal tiger"],
+        [f"{_NIGHT} a Bengal tiger at night"],
+        target=True,
+    ),
+    _camera_trap_label(
+        "lion",
+        ["a camera trap photo of a lion", "a photo of a lion"],
+        [f"{_NIGHT} a lion at night"],
+    ),
+    _camera_trap_label(
+        "leopard",
+        ["a camera trap photo of a leopard", "a photo of a leopard"],
+        [f"{_NIGHT} a leopard at night"],
+    ),
+    _camera_trap_label(
+        "domestic cat",
+        ["a camera trap photo of a domestic cat", "a photo of a domestic cat"],
+        [f"{_NIGHT} a cat at night"],
+    ),
+    _camera_trap_label(
+        "without a tiger",
+        [
+            "a camera trap photo without a tiger",
+            "a camera trap photo of an empty forest",
+            "a camera trap photo of a deer or a wild boar",
+        ],
+        [f"{_NIGHT} an empty forest at night", f"{_NIGHT} a deer at night"],
+    ),
 )
 
 # Config fields that hold a whole section: a missing or empty section means "all defaults".
@@ -347,10 +442,10 @@ def _duplicate_labels(labels: tuple[Label, ...]) -> list[tuple[Loc, str]]:
     first_seen: dict[str, int] = {}
     found: list[tuple[Loc, str]] = []
     for index, label in enumerate(labels):
-        key = label.text.casefold()
+        key = label.name.casefold()
         if key in first_seen:
-            message = f"repeats labels[{first_seen[key]}].text (texts must be unique, any case)"
-            found.append(((index, "text"), message))
+            message = f"repeats labels[{first_seen[key]}].name (names must be unique, any case)"
+            found.append(((index, "name"), message))
         first_seen.setdefault(key, index)
     return found
 

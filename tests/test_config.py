@@ -96,11 +96,22 @@ def test_defaults_are_the_documented_values() -> None:
     assert (Worker().batch_max_wait_seconds, Worker().decode_processes) == (1.0, 2)
     assert (Worker().max_decode_attempts, Worker().retry_delay_seconds) == (3, 60.0)
     assert Logging().level == "INFO"
-    assert [label.text for label in DEFAULT_LABELS if label.target] == [
-        "a photo of an Amur tiger",
-        "a photo of a Bengal tiger",
+    assert Model().view == "crops"
+    assert Decision().thresholds(infrared=True) == (0.5, 0.2)
+    # The notebook's six labels, meaning kept; every one has infrared prompts of its own.
+    assert [label.name for label in DEFAULT_LABELS] == [
+        "Amur tiger",
+        "Bengal tiger",
+        "lion",
+        "leopard",
+        "domestic cat",
+        "without a tiger",
     ]
-    assert len(DEFAULT_LABELS) == 6
+    assert [label.name for label in DEFAULT_LABELS if label.target] == [
+        "Amur tiger",
+        "Bengal tiger",
+    ]
+    assert all(label.prompts and label.infrared_prompts for label in DEFAULT_LABELS)
 
 
 def _model_classes(annotation: Any) -> list[type[pydantic.BaseModel]]:
@@ -124,7 +135,8 @@ def test_every_config_key_is_documented_in_the_example() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     keys = _all_keys(Config) - {"source"}  # source is set by the loader, never written in YAML
 
-    assert {"inbox", "polling", "text", "target", "batch_size", "level"} <= keys
+    assert {"inbox", "polling", "name", "prompts", "infrared_prompts", "target", "view"} <= keys
+    assert "text:" in text  # the older label form is documented too
     undocumented = sorted(key for key in keys if not re.search(rf"\b{key}:", text))
     assert undocumented == []
 
@@ -305,8 +317,8 @@ def test_duplicate_label_texts_are_rejected_ignoring_case(tmp_path: Path) -> Non
     problems = problems_for(tmp_path, minimal_config() | {"labels": DUPLICATE_LABELS})
 
     assert problems == (
-        f"{tmp_path / 'tigerwatch.yaml'}: labels[2].text: "
-        "repeats labels[1].text (texts must be unique, any case)",
+        f"{tmp_path / 'tigerwatch.yaml'}: labels[2].name: "
+        "repeats labels[1].name (names must be unique, any case)",
     )
 
 
