@@ -188,3 +188,30 @@ def _classify(capsys: pytest.CaptureFixture[str], config: Path, image: Path) -> 
 
 def _stored(station: Any) -> list[tuple[object, ...]]:
     return query(station, "SELECT probabilities, target_score, decision FROM image_latest")
+
+
+def test_the_models_batches_are_counted_in_views(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.classify.classifier import ClipClassifier
+
+    calls: list[list[int]] = []
+    original = ClipClassifier.classify_pixels
+
+    def recorded(self: ClipClassifier, pixels: Any, infrared: Any = None) -> Any:
+        calls.append([int(array.shape[0]) for array in pixels])
+        return original(self, pixels, infrared)
+
+    monkeypatch.setattr(ClipClassifier, "classify_pixels", recorded)
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        model={"name_or_path": str(tiny_model_dir), "batch_size": 5, "threads": 1},
+    )
+    with daemon_thread(station):
+        for index in range(6):
+            _noise((640, 480), seed=index).save(station.inbox / f"IMG_{index}.JPG")
+        wait_until(lambda: settled(station) and len(_stored(station)) == 6, "6 frames classified")
+
+    assert sorted(views for call in calls for views in call) == [2] * 6  # 4:3: two crops each
+    assert all(sum(call) <= 5 for call in calls), calls
