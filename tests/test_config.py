@@ -670,3 +670,74 @@ def test_a_files_mode_with_owner_read_and_write_is_accepted(tmp_path: Path, mode
     data["files"] = {"mode": mode}
 
     assert load_config(write_config(tmp_path, data)).files.mode == int(mode, 8)
+
+
+# --- prompt sets, light and views -------------------------------------------------------------
+
+
+def test_labels_with_prompt_sets_load_beside_the_older_form(tmp_path: Path) -> None:
+    labels = [
+        {
+            "name": "Amur tiger",
+            "target": True,
+            "prompts": ["a camera trap photo of an Amur tiger", " a photo of a tiger "],
+            "infrared_prompts": ["an infrared camera trap photo of a tiger at night"],
+        },
+        {"text": "a photo of a deer"},
+        "an empty forest",
+    ]
+
+    config = load_config(write_config(tmp_path, minimal_config() | {"labels": labels}))
+
+    tiger, deer, empty = config.labels
+    assert tiger.prompts == ("a camera trap photo of an Amur tiger", "a photo of a tiger")
+    assert tiger.prompts_for(infrared=True) == (
+        "an infrared camera trap photo of a tiger at night",
+    )
+    assert (deer.name, deer.prompts, deer.infrared_prompts) == (
+        "a photo of a deer",
+        ("a photo of a deer",),
+        (),
+    )
+    assert (empty.name, empty.prompts) == ("an empty forest", ("an empty forest",))
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ({"name": "tiger", "target": True}, "labels[0].prompts: "),
+        ({"name": "tiger", "target": True, "prompts": []}, "labels[0].prompts: "),
+        ({"name": "tiger", "prompts": ["a", " "]}, "labels[0].prompts[1]: must not be empty"),
+        ({"text": "a tiger", "prompts": ["a"]}, "labels[0].text: give either text or prompts"),
+        ({"text": 5}, "labels[0].text: must be text"),
+    ],
+)
+def test_bad_prompt_sets_are_named_at_their_key(
+    tmp_path: Path, label: dict[str, Any], expected: str
+) -> None:
+    labels = [label, {"text": "a deer"}]
+
+    problems = problems_for(tmp_path, minimal_config() | {"labels": labels})
+
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_infrared_thresholds_are_checked_against_their_resolved_partner(tmp_path: Path) -> None:
+    decision = {"positive_threshold": 0.5, "infrared": {"uncertain_threshold": 0.6}}
+
+    problems = problems_for(tmp_path, minimal_config() | {"decision": decision})
+
+    assert problems == (
+        f"{tmp_path / 'tigerwatch.yaml'}: decision.infrared.uncertain_threshold: "
+        "must not be greater than the infrared positive threshold (0.5)",
+    )
+
+
+def test_model_view_is_one_of_three(tmp_path: Path) -> None:
+    problems = problems_for(tmp_path, minimal_config() | {"model": {"view": "zoom"}})
+
+    assert problems == (
+        f"{tmp_path / 'tigerwatch.yaml'}: model.view: must be one of center, pad, crops",
+    )
+    config = load_config(write_config(tmp_path, minimal_config() | {"model": {"view": "PAD"}}))
+    assert config.model.view == "pad"
