@@ -119,3 +119,48 @@ def test_infrared_thresholds_decide_infrared_frames_and_default_to_the_day_ones(
     assert decide(0.5, positive_threshold=positive, uncertain_threshold=uncertain) == "positive"
     positive, uncertain = decision.thresholds(infrared=False)
     assert decide(0.5, positive_threshold=positive, uncertain_threshold=uncertain) == "uncertain"
+
+
+def test_classify_decides_an_infrared_frame_with_the_infrared_prompts_and_thresholds(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    import yaml
+
+    from daemon.classify import oneshot
+    from daemon.cli import main
+
+    # The infrared detector is another module's work: here the decode step's flag is set by hand.
+    real_decode = oneshot.decode_bytes
+    monkeypatch.setattr(
+        oneshot, "decode_bytes", lambda data, job: real_decode(data, job) | {"infrared": True}
+    )
+    image = tmp_path / "night.jpg"
+    frame(3).save(image)
+    decision = {
+        "positive_threshold": 1.0,
+        "uncertain_threshold": 1.0,
+        "infrared": {"positive_threshold": 1e-9, "uncertain_threshold": 0.0},
+    }
+    config = tmp_path / "tigerwatch.yaml"
+    data = {
+        "paths": {
+            name: str(tmp_path / name) for name in ("inbox", "review", "archive", "quarantine")
+        },
+        "model": {"name_or_path": str(tiny_model_dir), "view": "center"},
+        "labels": [label.model_dump() for label in LABELS],
+        "decision": decision,
+    }
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+    assert main(["classify", "-c", str(config), "--json", str(image)]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+
+    assert (result["infrared"], result["decision"]) == (True, "positive")
+    classifier = ClipClassifier.load(str(tiny_model_dir), LABELS, [True, False, False])
+    [night] = classifier.classify([Image.open(image)], infrared=[True])
+    assert result["target_score"] == pytest.approx(night.target_score, abs=EXACT)
