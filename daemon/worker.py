@@ -10,7 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.classify.classifier import ClipClassifier
+from daemon.classify.classifier import Classification, ClipClassifier
 from daemon.config import Config
 from daemon.decode.jobs import DecodeJob, DecodeOutcome
 from daemon.decode.pool import DecoderPool, DecoderPoolError
@@ -194,42 +194,45 @@ class Worker:
         lights = [d.outcome.infrared for d in good]
         classifications = self._classifier.classify_pixels(pixels, lights)
         per_image_ms = (time.perf_counter() - started) * 1000 / len(good)
-        results = []
-        for decoded, classification in zip(good, classifications, strict=True):
-            positive, uncertain = self._config.decision.thresholds(infrared=classification.infrared)
-            decision = decide(
-                classification.target_score,
-                positive_threshold=positive,
-                uncertain_threshold=uncertain,
-            )
-            outcome = decoded.outcome
-            results.append(
-                ClassifiedImage(
-                    image_id=decoded.item.id,
-                    target_score=classification.target_score,
-                    decision=decision,
-                    probabilities=classification.probabilities,
-                    embedding=classification.embedding.astype("<f4").tobytes(),
-                    embedding_dim=int(classification.embedding.shape[0]),
-                    decode_ms=outcome.decode_ms,
-                    inference_ms=per_image_ms,
-                    capture_time=outcome.capture_time,
-                    camera_make=outcome.camera_make,
-                    camera_model=outcome.camera_model,
-                    thresholds=(positive, uncertain),
-                )
-            )
-            logger.info(
-                "%s: %s (target score %.3f, %s, view %d of %d) -> %s",
-                decoded.item.path,
-                decision,
-                classification.target_score,
-                "infrared" if classification.infrared else "day",
-                classification.view + 1,
-                len(classification.views),
-                destination_for(decision),
-            )
+        results = [
+            self._classified(decoded, classification, per_image_ms)
+            for decoded, classification in zip(good, classifications, strict=True)
+        ]
         self._store.record_classified(results, self._model_info)
+
+    def _classified(
+        self, decoded: Decoded, classification: Classification, inference_ms: float
+    ) -> ClassifiedImage:
+        """One image's result, decided with the thresholds of its light."""
+        positive, uncertain = self._config.decision.thresholds(infrared=classification.infrared)
+        decision = decide(
+            classification.target_score, positive_threshold=positive, uncertain_threshold=uncertain
+        )
+        logger.info(
+            "%s: %s (target score %.3f, %s, view %d of %d) -> %s",
+            decoded.item.path,
+            decision,
+            classification.target_score,
+            "infrared" if classification.infrared else "day",
+            classification.view + 1,
+            len(classification.views),
+            destination_for(decision),
+        )
+        outcome = decoded.outcome
+        return ClassifiedImage(
+            image_id=decoded.item.id,
+            target_score=classification.target_score,
+            decision=decision,
+            probabilities=classification.probabilities,
+            embedding=classification.embedding.astype("<f4").tobytes(),
+            embedding_dim=int(classification.embedding.shape[0]),
+            decode_ms=outcome.decode_ms,
+            inference_ms=inference_ms,
+            capture_time=outcome.capture_time,
+            camera_make=outcome.camera_make,
+            camera_model=outcome.camera_model,
+            thresholds=(positive, uncertain),
+        )
 
     def _failed(self, decoded: Decoded) -> None:
         error = decoded.outcome.error

@@ -96,34 +96,25 @@ class ClipClassifier:
     ) -> ClipClassifier:
         """Load model and processor, embed the prompts, then keep only the image tower.
 
-        A label given as text is a label with that one prompt.
-        """
+        A label given as text is a label with that one prompt."""
         prompt_sets = [_one_prompt(label) if isinstance(label, str) else label for label in labels]
         label_tuple, target_tuple = _validated_prompts([p.name for p in prompt_sets], targets)
         torch_device = resolve_device(device)
         check_precision(precision, torch_device)
-        texts = _all_prompts(prompt_sets)
-        parts = load_parts(name_or_path, texts)
+        parts = load_parts(name_or_path, _all_prompts(prompt_sets))
+        day, night = _label_embeddings(prompt_sets, parts.text_embeddings)
         model = prepare_image_tower(parts.vision, precision, torch_device)
         revision = checkpoint_revision(name_or_path)
+        prompts = len(parts.text_embeddings)
         logger.info(
             "loaded CLIP %s (revision %s, %s on %s, %d labels, %d prompts, view %s)",
-            name_or_path,
-            revision,
-            precision,
-            torch_device,
-            len(label_tuple),
-            len(texts),
-            view,
+            *(name_or_path, revision, precision, torch_device, len(label_tuple), prompts, view),
         )
-        by_text = dict(zip(texts, parts.text_embeddings, strict=True))
         return cls(
             model=model,
             processor=parts.processor,
-            text_embeddings=ensembled(prompt_sets, by_text, infrared=False).to(torch_device),
-            infrared_text_embeddings=ensembled(prompt_sets, by_text, infrared=True).to(
-                torch_device
-            ),
+            text_embeddings=day.to(torch_device),
+            infrared_text_embeddings=night.to(torch_device),
             logit_scale=parts.logit_scale,
             model_name=name_or_path,
             model_revision=revision,
@@ -261,6 +252,14 @@ def _all_prompts(labels: Sequence[Label]) -> tuple[str, ...]:
     """Every distinct prompt text, day and infrared, in first-seen order: embedded once each."""
     texts = [text for label in labels for text in (*label.prompts, *label.infrared_prompts)]
     return tuple(dict.fromkeys(texts))
+
+
+def _label_embeddings(
+    labels: Sequence[Label], prompt_embeddings: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(day, infrared) label embeddings from the embeddings of `_all_prompts(labels)`."""
+    by_text = dict(zip(_all_prompts(labels), prompt_embeddings, strict=True))
+    return ensembled(labels, by_text, infrared=False), ensembled(labels, by_text, infrared=True)
 
 
 def ensembled(
