@@ -13,10 +13,11 @@ import torch
 
 from bench.fidelity import Fidelity, compare, embed, preprocessed
 from bench.harness import Rate, say
-from bench.inputs import DRAFT_SIZE, LABELS, TARGETS
+from bench.inputs import DRAFT_SIZE, TARGETS
 from bench.settings import Settings
 from daemon.classify.classifier import ClipClassifier
 from daemon.classify.precision import PRECISIONS, Precision
+from daemon.config import DEFAULT_LABELS
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class PrecisionResult:
 
 
 def load_classifier(model_dir: Path, precision: Precision) -> ClipClassifier:
-    return ClipClassifier.load(str(model_dir), LABELS, TARGETS, precision=precision)
+    return ClipClassifier.load(str(model_dir), DEFAULT_LABELS, TARGETS, precision=precision)
 
 
 def classifier_speed(

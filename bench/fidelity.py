@@ -28,7 +28,7 @@ def preprocessed(
     tensors = []
     for path in paths:
         decoded = decode_image(path.read_bytes(), name=str(path), draft_size=draft)
-        tensors.append(classifier.preprocess(decoded.image))
+        tensors.append(classifier.preprocess(decoded.image)[0])  # the one centre view
     return torch.stack(tensors)
 
 

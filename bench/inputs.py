@@ -24,7 +24,11 @@ SAMPLES_DIR = REPO_ROOT.parent / "shared" / "samples"
 SAMPLE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
-LABELS: tuple[str, ...] = tuple(label.text for label in DEFAULT_LABELS)
+LABELS: tuple[str, ...] = tuple(label.name for label in DEFAULT_LABELS)
+
+
+# The notebook ran one prompt per label: each default label's first day prompt.
+NOTEBOOK_PROMPTS: tuple[str, ...] = tuple(label.prompts[0] for label in DEFAULT_LABELS)
 
 
 TARGETS: tuple[bool, ...] = tuple(label.target for label in DEFAULT_LABELS)

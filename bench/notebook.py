@@ -13,12 +13,12 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from bench.harness import Rate
-from bench.inputs import LABELS, BenchFile
+from bench.inputs import NOTEBOOK_PROMPTS, BenchFile
 
 
 def _notebook_one(model: Any, processor: Any, path: Path) -> None:
     image = Image.open(path).convert("RGB")
-    inputs = processor(text=list(LABELS), images=image, return_tensors="pt", padding=True)
+    inputs = processor(text=list(NOTEBOOK_PROMPTS), images=image, return_tensors="pt", padding=True)
     with torch.no_grad():
         outputs = model(**inputs)
     outputs.logits_per_image.softmax(dim=1)

@@ -52,6 +52,7 @@ from bench.inputs import (
 from bench.notebook import measure_notebook
 from bench.report import cpu_budget, summary_line
 from bench.settings import Settings, parse_settings, workdir_for
+from bench.view_cost import measure_view_costs, report_view_costs
 
 # What the run found, for the JSON result file: filled in as the measurements finish.
 Record = dict[str, Any]
@@ -71,6 +72,7 @@ def run(settings: Settings, layout: DaemonLayout, record: Record) -> str:
     notebook = _notebook(inputs, settings, record)
     chosen = _precisions(inputs, settings, record)
     _decode_stages(inputs, settings, record)
+    _view_costs(inputs, chosen, record)
     say(f"(b) the daemon end to end: python -m daemon run -c {layout.config}")
     for section, key, value in settings.overrides:
         say(f"  setting: {section}.{key} = {value!r}")
@@ -165,6 +167,18 @@ def _decode_stages(inputs: _Inputs, settings: Settings, record: Record) -> None:
     stages = measure_decode_stages(inputs.model_dir, frames)
     record["decode_stages"] = stages
     report_decode_stages(stages)
+    say()
+
+
+def _view_costs(inputs: _Inputs, chosen: PrecisionResult, record: Record) -> None:
+    frames = inputs.frames or [file.path for file in inputs.files]
+    say(
+        f"view costs (model.view): on {min(len(frames), 10)} drafted frames; model time from (c), "
+        f"{chosen.precision}"
+    )
+    costs = measure_view_costs(inputs.model_dir, frames, chosen.speed)
+    record["view_costs"] = costs
+    report_view_costs(costs)
     say()
 
 

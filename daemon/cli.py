@@ -125,7 +125,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from daemon.classify.classifier import ClipClassifier
+    from daemon.classify.classifier import load_for_config
     from daemon.classify.loading import ModelLoadError
     from daemon.classify.oneshot import classify_files
     from daemon.classify.output import print_json, print_text, write_plots
@@ -139,13 +139,7 @@ def _classify(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG
     try:
-        classifier = ClipClassifier.load(
-            config.model.name_or_path,
-            [label.text for label in config.labels],
-            [label.target for label in config.labels],
-            precision=config.model.precision,
-            device=config.model.device,
-        )
+        classifier = load_for_config(config)
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_MODEL

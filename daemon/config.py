@@ -35,6 +35,9 @@ from daemon.config_fields import reject_blank as _reject_blank
 from daemon.config_fields import resolve_database_url as _resolve_database_url
 from daemon.config_fields import resolve_model_location as _resolve_model_location
 from daemon.config_fields import upper as _upper
+from daemon.config_labels import DEFAULT_LABELS as DEFAULT_LABELS  # re-exported
+from daemon.config_labels import Label as Label  # re-exported: callers import it from here
+from daemon.config_labels import duplicate_labels, label_set_problems
 from daemon.config_yaml import read_yaml
 
 logger = logging.getLogger(__name__)
@@ -46,22 +49,6 @@ class _Section(BaseModel):
 
 
 # --- the sections ------------------------------------------------------------------------------
-
-
-class Label(_Section):
-    """One zero-shot prompt; the target labels together mean "tiger"."""
-
-    text: Text
-    target: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _accept_plain_text(cls, data: object) -> object:
-        if isinstance(data, str):
-            return {"text": data}
-        if not isinstance(data, Mapping | Label):
-            raise _problem("must be a mapping with text and target, or the label text alone")
-        return data
 
 
 class Inbox(_Section):
@@ -159,6 +146,16 @@ class Model(_Section):
     precision: Annotated[Literal["fp32", "bf16", "int8"], BeforeValidator(_lower)] = "fp32"
     device: Annotated[str, BeforeValidator(_lower), AfterValidator(_check_device)] = "cpu"
     threads: int | None = Field(default=None, ge=1, le=1024)
+    # What of the frame the model sees: CLIP's centre crop, the letterboxed whole frame, or
+    # overlapping squares across it (see README "Views").
+    view: Annotated[Literal["center", "pad", "crops"], BeforeValidator(_lower)] = "crops"
+
+
+class InfraredDecision(_Section):
+    """Thresholds for infrared (night) frames; unset ones are the day thresholds."""
+
+    positive_threshold: float | None = Field(default=None, gt=0, le=1)
+    uncertain_threshold: float | None = Field(default=None, ge=0, le=1)
 
 
 class Decision(_Section):
@@ -166,13 +163,35 @@ class Decision(_Section):
 
     positive_threshold: float = Field(default=0.5, gt=0, le=1)
     uncertain_threshold: float = Field(default=0.2, ge=0, le=1)
+    infrared: InfraredDecision = Field(default_factory=InfraredDecision)
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> "Decision":
+        found: list[tuple[Loc, str]] = []
         if self.uncertain_threshold > self.positive_threshold:
             message = f"must not be greater than positive_threshold ({self.positive_threshold:g})"
-            raise _problems([(("uncertain_threshold",), message)])
+            found.append((("uncertain_threshold",), message))
+        positive, uncertain = self.thresholds(infrared=True)
+        if uncertain > positive and not found:
+            message = f"must not be greater than the infrared positive threshold ({positive:g})"
+            found.append((("infrared", "uncertain_threshold"), message))
+        if found:
+            raise _problems(found)
         return self
+
+    def thresholds(self, *, infrared: bool) -> tuple[float, float]:
+        """(positive, uncertain) for a frame of this light."""
+        if not infrared:
+            return self.positive_threshold, self.uncertain_threshold
+        night = self.infrared
+        return (
+            self.positive_threshold
+            if night.positive_threshold is None
+            else night.positive_threshold,
+            self.uncertain_threshold
+            if night.uncertain_threshold is None
+            else night.uncertain_threshold,
+        )
 
 
 class Images(_Section):
@@ -269,15 +288,6 @@ class Logging(_Section):
     level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = "INFO"
 
 
-DEFAULT_LABELS: tuple[Label, ...] = (
-    Label(text="a photo of an Amur tiger", target=True),
-    Label(text="a photo of a Bengal tiger", target=True),
-    Label(text="a photo of a lion"),
-    Label(text="a photo of a leopard"),
-    Label(text="a photo of a domestic cat"),
-    Label(text="a photo without a tiger"),
-)
-
 # Config fields that hold a whole section: a missing or empty section means "all defaults".
 _SECTIONS = ("database", "model", "decision", "images", "watch", "worker", "logging")
 # Config fields set by the loader, never read from YAML.
@@ -326,33 +336,10 @@ class Config(_Section):
     @field_validator("labels")
     @classmethod
     def _check_labels(cls, labels: tuple[Label, ...]) -> tuple[Label, ...]:
-        found = _label_set_problems(labels) + _duplicate_labels(labels)
+        found = label_set_problems(labels) + duplicate_labels(labels)
         if found:
             raise _problems(found)
         return labels
-
-
-def _label_set_problems(labels: tuple[Label, ...]) -> list[tuple[Loc, str]]:
-    found: list[tuple[Loc, str]] = []
-    if len(labels) < 2:
-        found.append(((), "needs at least 2 labels: a tiger (target) and something else"))
-    if not any(label.target for label in labels):
-        found.append(((), "needs at least one label with target: true (the tiger prompts)"))
-    if all(label.target for label in labels):
-        found.append(((), "needs at least one label without target: true (what is not a tiger)"))
-    return found
-
-
-def _duplicate_labels(labels: tuple[Label, ...]) -> list[tuple[Loc, str]]:
-    first_seen: dict[str, int] = {}
-    found: list[tuple[Loc, str]] = []
-    for index, label in enumerate(labels):
-        key = label.text.casefold()
-        if key in first_seen:
-            message = f"repeats labels[{first_seen[key]}].text (texts must be unique, any case)"
-            found.append(((index, "text"), message))
-        first_seen.setdefault(key, index)
-    return found
 
 
 # Messages name the YAML keys of Config, never the fields the loader sets.

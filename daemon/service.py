@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-from daemon.classify.classifier import ClipClassifier
+from daemon.classify.classifier import ClipClassifier, load_for_config
 from daemon.classify.precision import use_threads
 from daemon.config import Config
 from daemon.decode.pool import DecoderPool
@@ -186,13 +186,7 @@ def _build(
 
 def _load_classifier(config: Config) -> ClipClassifier:
     use_threads(config.model.threads)
-    return ClipClassifier.load(
-        config.model.name_or_path,
-        [label.text for label in config.labels],
-        [label.target for label in config.labels],
-        precision=config.model.precision,
-        device=config.model.device,
-    )
+    return load_for_config(config)
 
 
 def _build_intake(config: Config, store: Store, threads: _Threads) -> tuple[Intake, InboxWatcher]:

@@ -10,7 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.classify.classifier import ClipClassifier
+from daemon.classify.classifier import Classification, ClipClassifier
 from daemon.config import Config
 from daemon.decode.jobs import DecodeJob, DecodeOutcome
 from daemon.decode.pool import DecoderPool, DecoderPoolError
@@ -112,6 +112,7 @@ class Worker:
             spec=self._classifier.preprocess_spec,
             max_file_bytes=images.max_file_bytes,
             inboxes=tuple(str(inbox.path) for inbox in self._config.paths.inbox),
+            view=self._config.model.view,
         )
         future = self._decoder.submit(job)
         future.add_done_callback(lambda _: self._finished_at.__setitem__(item.id, time.monotonic()))
@@ -120,16 +121,18 @@ class Worker:
     # --- batching ---------------------------------------------------------------------------------
 
     def _collect_batch(self) -> list[Decoded]:
-        """Wait for a full batch, or until the oldest decoded image has waited long enough."""
+        """Wait for a full batch, or until the oldest decoded image has waited long enough.
+
+        A batch is counted in views, not frames (a frame in `crops` is 2 or more model inputs),
+        so the model's batch stays within model.batch_size; a frame with more views goes alone.
+        """
         batch_size = self._config.model.batch_size
         max_wait = self._config.worker.batch_max_wait_seconds
         while self._inflight and not self._stop.is_set():
-            futures = [future for _, future in self._inflight.values()]
-            pending = [future for future in futures if not future.done()]
-            ready = len(futures) - len(pending)
-            if ready >= batch_size or not pending:
+            pending = [future for _, future in self._inflight.values() if not future.done()]
+            if self._ready_views() >= batch_size or not pending:
                 break
-            if ready:
+            if self._done_ids():
                 oldest = min(self._finished_at.get(image_id, 0.0) for image_id in self._done_ids())
                 remaining = oldest + max_wait - time.monotonic()
                 if remaining <= 0:
@@ -137,14 +140,22 @@ class Worker:
                 wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
             else:
                 wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-        batch = []
-        for image_id in self._done_ids()[:batch_size]:
+        batch: list[Decoded] = []
+        views = 0
+        for image_id in self._done_ids():
+            cost = _view_count(self._inflight[image_id][1])
+            if batch and views + cost > batch_size:
+                break
             item, future = self._inflight.pop(image_id)
             self._finished_at.pop(image_id, None)
+            views += cost
             decoded = self._result(item, future)
             if decoded is not None:
                 batch.append(decoded)
         return batch
+
+    def _ready_views(self) -> int:
+        return sum(_view_count(self._inflight[image_id][1]) for image_id in self._done_ids())
 
     def _done_ids(self) -> list[int]:
         return [image_id for image_id, (_, future) in self._inflight.items() if future.done()]
@@ -180,40 +191,48 @@ class Worker:
     def _classify(self, good: list[Decoded]) -> None:
         started = time.perf_counter()
         pixels = [d.outcome.pixels for d in good if d.outcome.pixels is not None]
-        classifications = self._classifier.classify_pixels(pixels)
+        lights = [d.outcome.infrared for d in good]
+        classifications = self._classifier.classify_pixels(pixels, lights)
         per_image_ms = (time.perf_counter() - started) * 1000 / len(good)
-        thresholds = self._config.decision
-        results = []
-        for decoded, classification in zip(good, classifications, strict=True):
-            decision = decide(
-                classification.target_score,
-                positive_threshold=thresholds.positive_threshold,
-                uncertain_threshold=thresholds.uncertain_threshold,
-            )
-            outcome = decoded.outcome
-            results.append(
-                ClassifiedImage(
-                    image_id=decoded.item.id,
-                    target_score=classification.target_score,
-                    decision=decision,
-                    probabilities=classification.probabilities,
-                    embedding=classification.embedding.astype("<f4").tobytes(),
-                    embedding_dim=int(classification.embedding.shape[0]),
-                    decode_ms=outcome.decode_ms,
-                    inference_ms=per_image_ms,
-                    capture_time=outcome.capture_time,
-                    camera_make=outcome.camera_make,
-                    camera_model=outcome.camera_model,
-                )
-            )
-            logger.info(
-                "%s: %s (target score %.3f) -> %s",
-                decoded.item.path,
-                decision,
-                classification.target_score,
-                destination_for(decision),
-            )
+        results = [
+            self._classified(decoded, classification, per_image_ms)
+            for decoded, classification in zip(good, classifications, strict=True)
+        ]
         self._store.record_classified(results, self._model_info)
+
+    def _classified(
+        self, decoded: Decoded, classification: Classification, inference_ms: float
+    ) -> ClassifiedImage:
+        """One image's result, decided with the thresholds of its light."""
+        positive, uncertain = self._config.decision.thresholds(infrared=classification.infrared)
+        decision = decide(
+            classification.target_score, positive_threshold=positive, uncertain_threshold=uncertain
+        )
+        logger.info(
+            "%s: %s (target score %.3f, %s, view %d of %d) -> %s",
+            decoded.item.path,
+            decision,
+            classification.target_score,
+            "infrared" if classification.infrared else "day",
+            classification.view + 1,
+            len(classification.views),
+            destination_for(decision),
+        )
+        outcome = decoded.outcome
+        return ClassifiedImage(
+            image_id=decoded.item.id,
+            target_score=classification.target_score,
+            decision=decision,
+            probabilities=classification.probabilities,
+            embedding=classification.embedding.astype("<f4").tobytes(),
+            embedding_dim=int(classification.embedding.shape[0]),
+            decode_ms=outcome.decode_ms,
+            inference_ms=inference_ms,
+            capture_time=outcome.capture_time,
+            camera_make=outcome.camera_make,
+            camera_model=outcome.camera_model,
+            thresholds=(positive, uncertain),
+        )
 
     def _failed(self, decoded: Decoded) -> None:
         error = decoded.outcome.error
@@ -237,6 +256,15 @@ class Worker:
 
 
 _DB_RETRY = 2.0
+
+
+def _view_count(future: Future[DecodeOutcome]) -> int:
+    """Model inputs a finished decode brings: its views, or 1 for a failed one."""
+    try:
+        pixels = future.result().pixels
+    except Exception:  # the pool's failure: costs no model input, counted as one to move on
+        return 1
+    return 1 if pixels is None else int(pixels.shape[0])
 
 
 def _model_info(classifier: ClipClassifier, config: Config) -> ModelInfo:

@@ -15,8 +15,17 @@ from tests.notify_receiver import NotifyReceiver
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "samples"
 
-# The daemon's own default labels: one definition, in daemon/config.py.
-DEFAULT_LABELS = tuple(label.text for label in config.DEFAULT_LABELS)
+# The notebook's six labels as single prompts, in the order (and with the meaning) of the
+# daemon's defaults in daemon/config.py: tests compare single prompts with transformers' CLIP,
+# and the tiny random model's scores on these texts leave room for thresholds.
+DEFAULT_LABELS = (
+    "a photo of an Amur tiger",
+    "a photo of a Bengal tiger",
+    "a photo of a lion",
+    "a photo of a leopard",
+    "a photo of a domestic cat",
+    "a photo without a tiger",
+)
 DEFAULT_TARGETS = tuple(label.target for label in config.DEFAULT_LABELS)
 
 
@@ -28,7 +37,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def default_labels() -> list[str]:
-    """The six default prompts; session-scoped so module-scoped fixtures can use them."""
+    """The notebook's six prompts; session-scoped so module-scoped fixtures can use them."""
     return list(DEFAULT_LABELS)
 
 

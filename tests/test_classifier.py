@@ -141,7 +141,8 @@ def test_classify_tensors_takes_what_preprocess_gives(classifier: ClipClassifier
     images = synthetic_images()[:3]
     size = classifier.input_size
 
-    pixels = torch.stack([classifier.preprocess(image) for image in images])
+    # The classifier's view is `center` unless told: one (1, 3, S, S) view per image.
+    pixels = torch.cat([classifier.preprocess(image) for image in images])
 
     assert pixels.shape == (3, 3, size, size)
     assert pixels.dtype == torch.float32

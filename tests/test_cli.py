@@ -158,6 +158,9 @@ def expected_decision(score: float) -> str:
     return "negative"
 
 
+VIEWS_LINE = re.compile(r"^  (day|infrared) prompts; views' target scores \(\* chosen\): .*\*")
+
+
 def parse_text(out: str) -> list[TextResult]:
     """Split `classify` text output into one result per image; fails on any unexpected line."""
     blocks: list[list[str]] = []
@@ -170,7 +173,8 @@ def parse_text(out: str) -> list[TextResult]:
 
 
 def _parse_block(block: list[str]) -> TextResult:
-    path, *label_lines, target_line = block
+    path, *label_lines, target_line, views_line = block
+    assert VIEWS_LINE.match(views_line), f"not a views line: {views_line!r}"
     probabilities = []
     for line in label_lines:
         match = LABEL_LINE.match(line)
@@ -387,7 +391,20 @@ def test_classify_json_has_exact_keys_and_consistent_scores(
     assert [result["path"] for result in results] == [str(image) for image in good_images]
     target_labels = [label for label, t in zip(default_labels, default_targets, strict=True) if t]
     for result in results:
-        assert set(result) == {"path", "probabilities", "target_score", "decision"}
+        assert set(result) == {
+            "path",
+            "probabilities",
+            "target_score",
+            "decision",
+            "infrared",
+            "view",
+            "views",
+        }
+        # The frame's probabilities are those of its view with the highest tiger score.
+        view_scores = [view["target_score"] for view in result["views"]]
+        assert result["target_score"] == max(view_scores)
+        assert result["probabilities"] == result["views"][result["view"]]["probabilities"]
+        assert result["infrared"] is False
         probabilities = result["probabilities"]
         assert set(probabilities) == set(default_labels)
         assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
@@ -414,7 +431,7 @@ def test_classify_json_marks_failed_images_and_keeps_the_rest(
         assert set(result) == {"path", "error"}
         assert isinstance(result["error"], str) and result["error"]
     for result in (results[0], results[2], results[4]):
-        assert set(result) == {"path", "probabilities", "target_score", "decision"}
+        assert {"probabilities", "target_score", "decision", "views"} <= set(result)
 
 
 def test_decision_follows_the_configured_thresholds(
@@ -644,11 +661,13 @@ def test_classify_decodes_as_the_daemon_does(
         max_pixels=100_000_000,
         draft_size=classifier.input_size,
         spec=classifier.preprocess_spec,
+        view="crops",  # model.view's default, which the config file leaves as it is
     )
     outcome = decode_job(job)
     assert outcome.pixels is not None
     [daemon_result] = classifier.classify_pixels([outcome.pixels])
     assert result["target_score"] == pytest.approx(daemon_result.target_score, abs=1e-6)
+    assert len(result["views"]) == outcome.pixels.shape[0] == 2  # a 4:3 frame: two squares
     full = classifier.classify([Image.open(frame).convert("RGB")])[0]
     # The check can fail: a full decode of this frame really scores differently.
     assert abs(full.target_score - daemon_result.target_score) > 1e-6

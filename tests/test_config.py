@@ -96,11 +96,22 @@ def test_defaults_are_the_documented_values() -> None:
     assert (Worker().batch_max_wait_seconds, Worker().decode_processes) == (1.0, 2)
     assert (Worker().max_decode_attempts, Worker().retry_delay_seconds) == (3, 60.0)
     assert Logging().level == "INFO"
-    assert [label.text for label in DEFAULT_LABELS if label.target] == [
-        "a photo of an Amur tiger",
-        "a photo of a Bengal tiger",
+    assert Model().view == "crops"
+    assert Decision().thresholds(infrared=True) == (0.5, 0.2)
+    # The notebook's six labels, meaning kept; every one has infrared prompts of its own.
+    assert [label.name for label in DEFAULT_LABELS] == [
+        "Amur tiger",
+        "Bengal tiger",
+        "lion",
+        "leopard",
+        "domestic cat",
+        "without a tiger",
     ]
-    assert len(DEFAULT_LABELS) == 6
+    assert [label.name for label in DEFAULT_LABELS if label.target] == [
+        "Amur tiger",
+        "Bengal tiger",
+    ]
+    assert all(label.prompts and label.infrared_prompts for label in DEFAULT_LABELS)
 
 
 def _model_classes(annotation: Any) -> list[type[pydantic.BaseModel]]:
@@ -124,7 +135,8 @@ def test_every_config_key_is_documented_in_the_example() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     keys = _all_keys(Config) - {"source"}  # source is set by the loader, never written in YAML
 
-    assert {"inbox", "polling", "text", "target", "batch_size", "level"} <= keys
+    assert {"inbox", "polling", "name", "prompts", "infrared_prompts", "target", "view"} <= keys
+    assert "text:" in text  # the older label form is documented too
     undocumented = sorted(key for key in keys if not re.search(rf"\b{key}:", text))
     assert undocumented == []
 
@@ -305,8 +317,8 @@ def test_duplicate_label_texts_are_rejected_ignoring_case(tmp_path: Path) -> Non
     problems = problems_for(tmp_path, minimal_config() | {"labels": DUPLICATE_LABELS})
 
     assert problems == (
-        f"{tmp_path / 'tigerwatch.yaml'}: labels[2].text: "
-        "repeats labels[1].text (texts must be unique, any case)",
+        f"{tmp_path / 'tigerwatch.yaml'}: labels[2].name: "
+        "repeats labels[1].name (names must be unique, any case)",
     )
 
 
@@ -658,3 +670,74 @@ def test_a_files_mode_with_owner_read_and_write_is_accepted(tmp_path: Path, mode
     data["files"] = {"mode": mode}
 
     assert load_config(write_config(tmp_path, data)).files.mode == int(mode, 8)
+
+
+# --- prompt sets, light and views -------------------------------------------------------------
+
+
+def test_labels_with_prompt_sets_load_beside_the_older_form(tmp_path: Path) -> None:
+    labels = [
+        {
+            "name": "Amur tiger",
+            "target": True,
+            "prompts": ["a camera trap photo of an Amur tiger", " a photo of a tiger "],
+            "infrared_prompts": ["an infrared camera trap photo of a tiger at night"],
+        },
+        {"text": "a photo of a deer"},
+        "an empty forest",
+    ]
+
+    config = load_config(write_config(tmp_path, minimal_config() | {"labels": labels}))
+
+    tiger, deer, empty = config.labels
+    assert tiger.prompts == ("a camera trap photo of an Amur tiger", "a photo of a tiger")
+    assert tiger.prompts_for(infrared=True) == (
+        "an infrared camera trap photo of a tiger at night",
+    )
+    assert (deer.name, deer.prompts, deer.infrared_prompts) == (
+        "a photo of a deer",
+        ("a photo of a deer",),
+        (),
+    )
+    assert (empty.name, empty.prompts) == ("an empty forest", ("an empty forest",))
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ({"name": "tiger", "target": True}, "labels[0].prompts: "),
+        ({"name": "tiger", "target": True, "prompts": []}, "labels[0].prompts: "),
+        ({"name": "tiger", "prompts": ["a", " "]}, "labels[0].prompts[1]: must not be empty"),
+        ({"text": "a tiger", "prompts": ["a"]}, "labels[0].text: give either text or prompts"),
+        ({"text": 5}, "labels[0].text: must be text"),
+    ],
+)
+def test_bad_prompt_sets_are_named_at_their_key(
+    tmp_path: Path, label: dict[str, Any], expected: str
+) -> None:
+    labels = [label, {"text": "a deer"}]
+
+    problems = problems_for(tmp_path, minimal_config() | {"labels": labels})
+
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_infrared_thresholds_are_checked_against_their_resolved_partner(tmp_path: Path) -> None:
+    decision = {"positive_threshold": 0.5, "infrared": {"uncertain_threshold": 0.6}}
+
+    problems = problems_for(tmp_path, minimal_config() | {"decision": decision})
+
+    assert problems == (
+        f"{tmp_path / 'tigerwatch.yaml'}: decision.infrared.uncertain_threshold: "
+        "must not be greater than the infrared positive threshold (0.5)",
+    )
+
+
+def test_model_view_is_one_of_three(tmp_path: Path) -> None:
+    problems = problems_for(tmp_path, minimal_config() | {"model": {"view": "zoom"}})
+
+    assert problems == (
+        f"{tmp_path / 'tigerwatch.yaml'}: model.view: must be one of center, pad, crops",
+    )
+    config = load_config(write_config(tmp_path, minimal_config() | {"model": {"view": "PAD"}}))
+    assert config.model.view == "pad"

@@ -171,7 +171,7 @@ def test_decodes_like_the_in_process_pipeline(shared_pool: DecoderPool, good_jpe
     assert outcome.gone is None
     assert outcome.pixels is not None
     assert outcome.pixels.dtype == np.float32
-    assert np.array_equal(outcome.pixels, to_pixels(in_process.image, SPEC))
+    assert np.array_equal(outcome.pixels, to_pixels(in_process.image, SPEC)[np.newaxis])
     assert outcome.camera_make == "RECONYX"
     assert outcome.camera_model == "HC600 HYPERFIRE"
     assert outcome.capture_time == datetime(2024, 5, 6, 7, 8, 9)
@@ -182,7 +182,7 @@ def test_the_default_job_function_runs_in_the_child(good_jpeg: Path) -> None:
     with DecoderPool(1, timeout=30.0) as pool:
         outcome = result(pool.submit(job_for(good_jpeg)))
     assert outcome.pixels is not None
-    assert outcome.pixels.shape == (3, 224, 224)
+    assert outcome.pixels.shape == (1, 3, 224, 224)  # the job's view: center, one view
 
 
 def test_changed_content_is_gone(shared_pool: DecoderPool, good_jpeg: Path) -> None:

@@ -20,19 +20,32 @@ from daemon.classify.precision import (
     prepare_image_tower,
     resolve_device,
 )
-from daemon.decode.preprocess import spec_from_processor, to_pixels
+from daemon.config import Config, Label
+from daemon.decode.preprocess import spec_from_processor
+from daemon.decode.views import View, to_views
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ViewScore:
+    """One view's label probabilities and tiger score."""
+
+    probabilities: dict[str, float]
+    target_score: float
 
 
 # eq=False: a generated __eq__ would compare numpy arrays inside a tuple, which raises.
 @dataclass(frozen=True, eq=False)
 class Classification:
-    """CLIP's verdict on one image."""
+    """CLIP's verdict on one image: that of its view with the highest tiger score."""
 
     probabilities: dict[str, float]
     target_score: float
-    embedding: npt.NDArray[np.float32]
+    embedding: npt.NDArray[np.float32]  # the chosen view's
+    view: int = 0  # index of the chosen view
+    views: tuple[ViewScore, ...] = ()
+    infrared: bool = False  # the infrared prompts were used
 
 
 class ClipClassifier:
@@ -44,6 +57,7 @@ class ClipClassifier:
         model: Any,
         processor: Any,
         text_embeddings: torch.Tensor,
+        infrared_text_embeddings: torch.Tensor,
         logit_scale: float,
         model_name: str,
         model_revision: str,
@@ -51,12 +65,15 @@ class ClipClassifier:
         targets: tuple[bool, ...],
         precision: Precision,
         device: torch.device,
+        view: View = "center",
     ) -> None:
         self._model = model
         # Preprocessing runs in decoder processes that must not import transformers: they get
         # this picklable recipe, which reproduces the processor exactly.
         self.preprocess_spec = spec_from_processor(processor.image_processor)
         self._text_embeddings = text_embeddings
+        self._infrared_text_embeddings = infrared_text_embeddings
+        self.view: View = view
         self._logit_scale = logit_scale
         self._device = device
         self.model_name = model_name
@@ -70,31 +87,34 @@ class ClipClassifier:
     def load(
         cls,
         name_or_path: str,
-        labels: Sequence[str],
+        labels: Sequence[str | Label],
         targets: Sequence[bool],
         *,
         precision: Precision = "fp32",
         device: str = "cpu",
+        view: View = "center",
     ) -> ClipClassifier:
-        """Load model and processor, embed the labels, then keep only the image tower."""
-        label_tuple, target_tuple = _validated_prompts(labels, targets)
+        """Load model and processor, embed the prompts, then keep only the image tower.
+
+        A label given as text is a label with that one prompt."""
+        prompt_sets = [_one_prompt(label) if isinstance(label, str) else label for label in labels]
+        label_tuple, target_tuple = _validated_prompts([p.name for p in prompt_sets], targets)
         torch_device = resolve_device(device)
         check_precision(precision, torch_device)
-        parts = load_parts(name_or_path, label_tuple)
+        parts = load_parts(name_or_path, _all_prompts(prompt_sets))
+        day, night = _label_embeddings(prompt_sets, parts.text_embeddings)
         model = prepare_image_tower(parts.vision, precision, torch_device)
         revision = checkpoint_revision(name_or_path)
+        prompts = len(parts.text_embeddings)
         logger.info(
-            "loaded CLIP %s (revision %s, %s on %s, %d labels)",
-            name_or_path,
-            revision,
-            precision,
-            torch_device,
-            len(label_tuple),
+            "loaded CLIP %s (revision %s, %s on %s, %d labels, %d prompts, view %s)",
+            *(name_or_path, revision, precision, torch_device, len(label_tuple), prompts, view),
         )
         return cls(
             model=model,
             processor=parts.processor,
-            text_embeddings=parts.text_embeddings.to(torch_device),
+            text_embeddings=day.to(torch_device),
+            infrared_text_embeddings=night.to(torch_device),
             logit_scale=parts.logit_scale,
             model_name=name_or_path,
             model_revision=revision,
@@ -102,41 +122,62 @@ class ClipClassifier:
             targets=target_tuple,
             precision=precision,
             device=torch_device,
+            view=view,
         )
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """Resize, crop and normalise one image exactly as the CLIP processor does: (3, S, S)."""
-        return torch.from_numpy(to_pixels(image, self.preprocess_spec))
+        """The model inputs of one image for this classifier's view: (V, 3, S, S)."""
+        return torch.from_numpy(to_views(image, self.preprocess_spec, self.view))
 
-    def classify_tensors(self, pixel_values: torch.Tensor) -> list[Classification]:
-        """Classify a preprocessed (N, 3, S, S) batch; one result per image, in order."""
-        expected = (3, self.input_size, self.input_size)
-        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
-            raise ValueError(
-                f"expected pixel values (N, {expected}), got {tuple(pixel_values.shape)}"
-            )
-        if pixel_values.shape[0] == 0:
-            return []
-        embeddings = self._image_embeddings(pixel_values)
-        with torch.inference_mode():
-            logits = self._logit_scale * embeddings @ self._text_embeddings.T
-            probabilities = logits.softmax(dim=-1)
-        return [
-            self._classification(row, embedding)
-            for row, embedding in zip(probabilities.cpu(), embeddings.cpu(), strict=True)
-        ]
+    def classify_tensors(
+        self, pixel_values: torch.Tensor, infrared: Sequence[bool] | None = None
+    ) -> list[Classification]:
+        """Classify a preprocessed (N, 3, S, S) batch, one view per image; results in order."""
+        return self.classify_views([view[np.newaxis] for view in pixel_values], infrared)
 
-    def classify_pixels(self, pixels: Sequence[np.ndarray]) -> list[Classification]:
-        """Classify decoded (3, S, S) float32 arrays: the numpy seam the worker uses."""
-        if not pixels:
-            return []
-        return self.classify_tensors(torch.stack([torch.from_numpy(array) for array in pixels]))
+    def classify_pixels(
+        self, pixels: Sequence[np.ndarray], infrared: Sequence[bool] | None = None
+    ) -> list[Classification]:
+        """Classify decoded float32 arrays, (3, S, S) or (V, 3, S, S): the worker's numpy seam."""
+        views = [torch.from_numpy(array) for array in pixels]
+        return self.classify_views([v if v.ndim == 4 else v[np.newaxis] for v in views], infrared)
 
-    def classify(self, images: Sequence[Image.Image]) -> list[Classification]:
+    def classify(
+        self, images: Sequence[Image.Image], infrared: Sequence[bool] | None = None
+    ) -> list[Classification]:
         """Preprocess and classify a batch of images; the caller chooses the batch size."""
-        if not images:
+        return self.classify_views([self.preprocess(image) for image in images], infrared)
+
+    def classify_views(
+        self, views: Sequence[torch.Tensor], infrared: Sequence[bool] | None = None
+    ) -> list[Classification]:
+        """Classify images given as (V, 3, S, S) views each; per image, the view with the highest
+        tiger score gives the probabilities. `infrared[i]` picks image i's infrared prompts."""
+        lights = [False] * len(views) if infrared is None else [bool(i) for i in infrared]
+        if len(lights) != len(views):
+            raise ValueError(f"{len(views)} images but {len(lights)} infrared flags")
+        if not views:
             return []
-        return self.classify_tensors(torch.stack([self.preprocess(image) for image in images]))
+        stacked = torch.cat([self._checked(view) for view in views])
+        embeddings = self._image_embeddings(stacked)
+        with torch.inference_mode():
+            day = (self._logit_scale * embeddings @ self._text_embeddings.T).softmax(dim=-1)
+            night = (self._logit_scale * embeddings @ self._infrared_text_embeddings.T).softmax(
+                dim=-1
+            )
+        results, start = [], 0
+        for view, light in zip(views, lights, strict=True):
+            stop = start + view.shape[0]
+            rows = (night if light else day)[start:stop].cpu()
+            results.append(self._best_view(rows, embeddings[start:stop].cpu(), light))
+            start = stop
+        return results
+
+    def _checked(self, views: torch.Tensor) -> torch.Tensor:
+        expected = (3, self.input_size, self.input_size)
+        if views.ndim != 4 or tuple(views.shape[1:]) != expected or views.shape[0] == 0:
+            raise ValueError(f"expected pixel values (V, {expected}), got {tuple(views.shape)}")
+        return views
 
     def _image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised projected image embeddings, float32, on the model's device."""
@@ -150,16 +191,27 @@ class ClipClassifier:
             return torch.autocast(device_type=self._device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _classification(
-        self, probabilities: torch.Tensor, embedding: torch.Tensor
+    def _best_view(
+        self, probabilities: torch.Tensor, embeddings: torch.Tensor, infrared: bool
     ) -> Classification:
-        values = [float(p) for p in probabilities]
-        vector = embedding.numpy().astype(np.float32, copy=True)
+        scores = [self._view_score(row) for row in probabilities]
+        best = max(range(len(scores)), key=lambda index: scores[index].target_score)
+        vector = embeddings[best].numpy().astype(np.float32, copy=True)
         vector.setflags(write=False)
         return Classification(
+            probabilities=scores[best].probabilities,
+            target_score=scores[best].target_score,
+            embedding=vector,
+            view=best,
+            views=tuple(scores),
+            infrared=infrared,
+        )
+
+    def _view_score(self, probabilities: torch.Tensor) -> ViewScore:
+        values = [float(p) for p in probabilities]
+        return ViewScore(
             probabilities=dict(zip(self.labels, values, strict=True)),
             target_score=sum(p for p, target in zip(values, self.targets, strict=True) if target),
-            embedding=vector,
         )
 
 
@@ -178,3 +230,47 @@ def _validated_prompts(
     if not any(targets):
         raise ValueError("at least one label must be a target")
     return tuple(labels), tuple(bool(t) for t in targets)
+
+
+def load_for_config(config: Config) -> ClipClassifier:
+    """The classifier a configuration describes: the daemon's and `tigerwatch classify`'s."""
+    return ClipClassifier.load(
+        config.model.name_or_path,
+        config.labels,
+        [label.target for label in config.labels],
+        precision=config.model.precision,
+        device=config.model.device,
+        view=config.model.view,
+    )
+
+
+def _one_prompt(text: str) -> Label:
+    return Label(name=text, prompts=(text,))
+
+
+def _all_prompts(labels: Sequence[Label]) -> tuple[str, ...]:
+    """Every distinct prompt text, day and infrared, in first-seen order: embedded once each."""
+    texts = [text for label in labels for text in (*label.prompts, *label.infrared_prompts)]
+    return tuple(dict.fromkeys(texts))
+
+
+def _label_embeddings(
+    labels: Sequence[Label], prompt_embeddings: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(day, infrared) label embeddings from the embeddings of `_all_prompts(labels)`."""
+    by_text = dict(zip(_all_prompts(labels), prompt_embeddings, strict=True))
+    return ensembled(labels, by_text, infrared=False), ensembled(labels, by_text, infrared=True)
+
+
+def ensembled(
+    labels: Sequence[Label], by_text: dict[str, torch.Tensor], *, infrared: bool
+) -> torch.Tensor:
+    """CLIP's prompt ensembling: per label, the mean of its L2-normalised prompt embeddings,
+    normalised again. One row per label."""
+    rows = [
+        normalised(
+            torch.stack([by_text[text] for text in label.prompts_for(infrared=infrared)])
+        ).mean(dim=0)
+        for label in labels
+    ]
+    return normalised(torch.stack(rows))

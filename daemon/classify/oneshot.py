@@ -8,7 +8,7 @@ from pathlib import Path
 
 from daemon.classify.classifier import Classification, ClipClassifier
 from daemon.config import Config
-from daemon.decode.imaging import DecodedImage, ImageError, load_image
+from daemon.decode.jobs import DecodeJob, decode_bytes
 from daemon.outcomes import Decision, decide
 
 
@@ -26,15 +26,19 @@ def classify_files(
     """Yield one outcome per path, in order; a bad file fails only its own outcome."""
     size = config.model.batch_size
     for chunk in (paths[start : start + size] for start in range(0, len(paths), size)):
-        decoded: list[tuple[Path, DecodedImage]] = []
+        decoded: dict[Path, dict[str, object]] = {}
         failed: dict[Path, str] = {}
         for path in chunk:
-            try:
-                decoded.append((path, _load(path, config, classifier.input_size)))
-            except ImageError as err:
-                failed[path] = str(err)
-        results = classifier.classify([image.image for _, image in decoded])
-        by_path = dict(zip([path for path, _ in decoded], results, strict=True))
+            fields = _decode(path, config, classifier)
+            if "error" in fields:
+                failed[path] = str(fields["error"])
+            else:
+                decoded[path] = fields
+        results = classifier.classify_pixels(
+            [fields["pixels"] for fields in decoded.values()],  # type: ignore[misc]
+            [bool(fields.get("infrared", False)) for fields in decoded.values()],
+        )
+        by_path = dict(zip(decoded, results, strict=True))
         for path in chunk:
             if path in failed:
                 yield FileOutcome(path=path, error=failed[path])
@@ -42,20 +46,31 @@ def classify_files(
                 yield _outcome(path, by_path[path], config)
 
 
-def _load(path: Path, config: Config, draft_size: int) -> DecodedImage:
-    # The daemon's decode: the same JPEG draft scale, so a borderline frame gets the same answer.
-    return load_image(
-        path,
-        formats=config.images.formats,
-        max_pixels=config.images.max_pixels,
-        draft_size=draft_size,
+def _decode(path: Path, config: Config, classifier: ClipClassifier) -> dict[str, object]:
+    """The daemon's decode step on the file's bytes: same draft scale, views and light."""
+    images = config.images
+    try:
+        size = path.stat().st_size
+        if size > images.max_file_bytes:
+            return {"error": f"{path}: {size} bytes, more than images.max_file_bytes"}
+        data = path.read_bytes()
+    except OSError as err:
+        return {"error": f"{path}: cannot be read: {err.strerror or err}"}
+    job = DecodeJob(
+        path=str(path),
+        sha256="",  # not checked: decode_bytes takes the bytes as read
+        formats=tuple(images.formats),
+        max_pixels=images.max_pixels,
+        draft_size=classifier.input_size,
+        spec=classifier.preprocess_spec,
+        view=config.model.view,
     )
+    return decode_bytes(data, job)
 
 
 def _outcome(path: Path, classification: Classification, config: Config) -> FileOutcome:
+    positive, uncertain = config.decision.thresholds(infrared=classification.infrared)
     decision = decide(
-        classification.target_score,
-        positive_threshold=config.decision.positive_threshold,
-        uncertain_threshold=config.decision.uncertain_threshold,
+        classification.target_score, positive_threshold=positive, uncertain_threshold=uncertain
     )
     return FileOutcome(path=path, classification=classification, decision=decision)

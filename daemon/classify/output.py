@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from daemon.classify.classifier import Classification
 from daemon.classify.oneshot import FileOutcome
 from daemon.config import Config
 
@@ -23,6 +24,16 @@ def print_text(outcomes: Sequence[FileOutcome]) -> None:
         for label, probability in ranked:
             print(f"  {label:<{width}}  {probability:.3f}")
         print(f"  target score {outcome.classification.target_score:.3f}: {outcome.decision}")
+        print(f"  {_views_line(outcome.classification)}")
+
+
+def _views_line(classification: Classification) -> str:
+    light = "infrared" if classification.infrared else "day"
+    scores = ", ".join(
+        f"{'*' if index == classification.view else ''}{view.target_score:.3f}"
+        for index, view in enumerate(classification.views)
+    )
+    return f"{light} prompts; views' target scores (* chosen): {scores}"
 
 
 def print_json(outcomes: Sequence[FileOutcome]) -> None:
@@ -38,6 +49,12 @@ def _as_json(outcome: FileOutcome) -> dict[str, object]:
         "probabilities": outcome.classification.probabilities,
         "target_score": outcome.classification.target_score,
         "decision": str(outcome.decision),
+        "infrared": outcome.classification.infrared,
+        "view": outcome.classification.view,
+        "views": [
+            {"target_score": view.target_score, "probabilities": view.probabilities}
+            for view in outcome.classification.views
+        ],
     }
 
 
@@ -45,7 +62,7 @@ def write_plots(outcomes: Sequence[FileOutcome], out: Path, config: Config) -> l
     from daemon.classify.plot import plot_probabilities
     from daemon.delivery.fileops import unique_destination
 
-    targets = frozenset(label.text for label in config.labels if label.target)
+    targets = frozenset(label.name for label in config.labels if label.target)
     written: list[Path] = []
     for outcome in outcomes:
         if outcome.classification is None:
@@ -55,7 +72,11 @@ def write_plots(outcomes: Sequence[FileOutcome], out: Path, config: Config) -> l
         else:
             destination = unique_destination(out, f"{outcome.path.name}.png")
         score = outcome.classification.target_score
-        title = f"{outcome.path.name}: target {score:.3f} ({outcome.decision})"
+        chosen = outcome.classification.view + 1
+        views = len(outcome.classification.views)
+        title = (
+            f"{outcome.path.name} (view {chosen}/{views}): target {score:.3f} ({outcome.decision})"
+        )
         written.append(
             plot_probabilities(
                 outcome.classification.probabilities,

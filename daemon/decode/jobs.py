@@ -15,7 +15,8 @@ import numpy.typing as npt
 
 from daemon.beneath import UnsafePathError, folder_beneath
 from daemon.decode.imaging import ImageError, decode_image
-from daemon.decode.preprocess import PreprocessSpec, to_pixels
+from daemon.decode.preprocess import PreprocessSpec
+from daemon.decode.views import View, to_views
 from daemon.hashing import sha256_bytes
 
 JobFunction = Callable[["DecodeJob"], "DecodeOutcome"]
@@ -39,13 +40,15 @@ class DecodeJob:
     # The inboxes: the file is read from its inbox down, never through a symlinked folder.
     # Empty: read by path (tools and tests outside the daemon).
     inboxes: tuple[str, ...] = ()
+    view: View = "center"  # model.view: which views of the frame the model sees
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays has no single truth value
 class DecodeOutcome:
     """What became of a DecodeJob: pixels, or `error` (counts as an attempt), or `gone`."""
 
-    pixels: npt.NDArray[np.float32] | None = None  # (3, S, S) when decoded
+    pixels: npt.NDArray[np.float32] | None = None  # (V, 3, S, S) when decoded: one per view
+    infrared: bool = False  # a night (infrared) frame: its own prompts and thresholds
     capture_time: datetime | None = None
     camera_make: str | None = None
     camera_model: str | None = None
@@ -74,6 +77,11 @@ def decode_job(job: DecodeJob) -> DecodeOutcome:
         return outcome(error=f"{job.path}: cannot be read: {err.strerror or err}")
     if sha256_bytes(data) != job.sha256:
         return outcome(gone=GONE_CHANGED)
+    return outcome(**decode_bytes(data, job))
+
+
+def decode_bytes(data: bytes, job: DecodeJob) -> dict[str, Any]:
+    """The DecodeOutcome fields of an image's bytes; `tigerwatch classify` shares this step."""
     try:
         decoded = decode_image(
             data,
@@ -82,18 +90,18 @@ def decode_job(job: DecodeJob) -> DecodeOutcome:
             max_pixels=job.max_pixels,
             draft_size=job.draft_size,
         )
-        pixels = to_pixels(decoded.image, job.spec)
+        pixels = to_views(decoded.image, job.spec, job.view)
     except ImageError as err:
-        return outcome(error=str(err))
+        return {"error": str(err)}
     except Exception as err:  # a decoder bug must fail this file only
-        return outcome(error=f"{job.path}: unexpected decoder failure: {err!r}")
+        return {"error": f"{job.path}: unexpected decoder failure: {err!r}"}
     metadata = decoded.metadata
-    return outcome(
-        pixels=pixels,
-        capture_time=metadata.capture_time,
-        camera_make=metadata.camera_make,
-        camera_model=metadata.camera_model,
-    )
+    return {
+        "pixels": pixels,
+        "capture_time": metadata.capture_time,
+        "camera_make": metadata.camera_make,
+        "camera_model": metadata.camera_model,
+    }
 
 
 class _TooLargeError(Exception):

@@ -45,12 +45,21 @@ def to_pixels(image: Image.Image, spec: PreprocessSpec) -> npt.NDArray[np.float3
     The same steps, in the same order and precision, as transformers 5's PIL-backend
     CLIPImageProcessor, so the values equal the processor's bit for bit.
     """
-    rgb = _to_rgb(image)
-    width, height = _resized_size(rgb.size, spec.size)
-    resized = rgb.resize((width, height), resample=spec.resample)
+    resized = resized_rgb(image, spec)
+    width, height = resized.size
     left, top = (width - spec.crop) // 2, (height - spec.crop) // 2
-    cropped = np.asarray(resized.crop((left, top, left + spec.crop, top + spec.crop)))
-    return _normalised(cropped, _lookup_table(spec))
+    return to_values(np.asarray(resized.crop((left, top, left + spec.crop, top + spec.crop))), spec)
+
+
+def resized_rgb(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """`image` in RGB with its shortest side resized to `spec.size`, as the processor does."""
+    rgb = to_rgb(image)
+    return rgb.resize(_resized_size(rgb.size, spec.size), resample=spec.resample)
+
+
+def to_values(pixels: npt.NDArray[np.uint8], spec: PreprocessSpec) -> npt.NDArray[np.float32]:
+    """(H, W, 3) uint8 to the model's rescaled, normalised (3, H, W) float32."""
+    return _normalised(pixels, _lookup_table(spec))
 
 
 def spec_from_processor(image_processor: Any) -> PreprocessSpec:
@@ -79,7 +88,7 @@ def spec_from_processor(image_processor: Any) -> PreprocessSpec:
     )
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """As transformers' convert_to_rgb: transparency is composited on white."""
     if "A" in image.getbands() or image.info.get("transparency") is not None:
         rgba = image.convert("RGBA")

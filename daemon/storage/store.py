@@ -77,6 +77,9 @@ class ClassifiedImage:
     capture_time: datetime | None
     camera_make: str | None
     camera_model: str | None
+    # (positive, uncertain) this image was decided with (infrared frames have their own);
+    # None: the ModelInfo's.
+    thresholds: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,7 @@ def _revive(session: Session, image: Image, path: str, size: int) -> None:
 def _classification_row(
     result: ClassifiedImage, model: ModelInfo, labels: list[dict[str, object]]
 ) -> Classification:
+    positive, uncertain = result.thresholds or (model.positive_threshold, model.uncertain_threshold)
     return Classification(
         image_id=result.image_id,
         model_name=model.name,
@@ -365,8 +369,8 @@ def _classification_row(
         probabilities=result.probabilities,
         target_score=result.target_score,
         decision=result.decision.value,
-        positive_threshold=model.positive_threshold,
-        uncertain_threshold=model.uncertain_threshold,
+        positive_threshold=positive,
+        uncertain_threshold=uncertain,
         decode_ms=result.decode_ms,
         inference_ms=result.inference_ms,
         embedding=result.embedding,
