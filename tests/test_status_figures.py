@@ -25,8 +25,6 @@ from daemon.storage.schema import (
 )
 from tests.daemon_support import REPO_ROOT, Station, make_station
 
-NOW = datetime.now(UTC)
-
 
 @pytest.fixture
 def station(tmp_path: Path, tiny_model_dir: Path) -> Station:
@@ -45,12 +43,14 @@ def station(tmp_path: Path, tiny_model_dir: Path) -> Station:
     return station
 
 
-def image(path: Path, *, done_minutes_ago: float | None = None, error: str | None = None) -> Image:
-    done_at = None if done_minutes_ago is None else NOW - timedelta(minutes=done_minutes_ago)
+def image(
+    path: Path, now: datetime, *, done_minutes_ago: float | None = None, error: str | None = None
+) -> Image:
+    done_at = None if done_minutes_ago is None else now - timedelta(minutes=done_minutes_ago)
     return Image(
         sha256=hashlib.sha256(str(path).encode()).hexdigest(),
         original_path=str(path),
-        first_seen_at=NOW - timedelta(minutes=30),
+        first_seen_at=now - timedelta(minutes=30),
         state=ImageState.QUEUED if done_at is None else ImageState.DONE,
         decision=None if done_at is None else ImageDecision.NEGATIVE,
         done_at=done_at,
@@ -81,23 +81,24 @@ def status(station: Station, *options: str) -> str:
 
 
 def test_status_reports_the_drain_the_backlog_and_what_holds_it(station: Station) -> None:
+    now = datetime.now(UTC)  # here, not at import: the test may run minutes after collection
     inbox, ftp = station.root / "inbox", station.root / "ftp"
     rows: list[object] = []
-    rows += [image(inbox / f"done_{n}.jpg", done_minutes_ago=0.5 + 0.3 * n) for n in range(30)]
-    rows += [image(inbox / f"old_{n}.jpg", done_minutes_ago=25) for n in range(5)]  # before
-    rows += [image(inbox / f"wait_{n}.jpg") for n in range(40)]
-    rows += [image(ftp / f"wait_{n}.jpg") for n in range(20)]
-    rows += [image(inbox / "had_error.jpg", done_minutes_ago=5, error="decoder process died")]
+    rows += [image(inbox / f"done_{n}.jpg", now, done_minutes_ago=0.5 + 0.2 * n) for n in range(30)]
+    rows += [image(inbox / f"old_{n}.jpg", now, done_minutes_ago=25) for n in range(5)]  # before
+    rows += [image(inbox / f"wait_{n}.jpg", now) for n in range(40)]
+    rows += [image(ftp / f"wait_{n}.jpg", now) for n in range(20)]
+    rows += [image(inbox / "had_error.jpg", now, done_minutes_ago=5, error="decoder process died")]
     rows += [
         Reject(
             source_path=str(ftp / "half.jpg"),
             reason="truncated JPEG (no end-of-image marker)",
-            arrived_at=NOW - timedelta(minutes=3),
+            arrived_at=now - timedelta(minutes=3),
             state=MoveState.DONE,
-            done_at=NOW - timedelta(minutes=2),
+            done_at=now - timedelta(minutes=2),
         )
     ]
-    stuck = [image(ftp / "locked.jpg"), image(inbox / "fifo.jpg")]
+    stuck = [image(ftp / "locked.jpg", now), image(inbox / "fifo.jpg", now)]
     ids = write_rows(station, rows + stuck)
     write_rows(
         station,
@@ -107,14 +108,14 @@ def test_status_reports_the_drain_the_backlog_and_what_holds_it(station: Station
                 row_id=ids[str(inbox / "fifo.jpg")],
                 source_path=str(inbox / "fifo.jpg"),
                 reason="not a regular file",
-                since=NOW - timedelta(minutes=10),
+                since=now - timedelta(minutes=10),
             ),
             StuckMove(
                 kind=RowKind.IMAGE,
                 row_id=ids[str(ftp / "locked.jpg")],
                 source_path=str(ftp / "locked.jpg"),
                 reason="permission denied",
-                since=NOW - timedelta(minutes=40),
+                since=now - timedelta(minutes=40),
             ),
         ],
     )
@@ -142,7 +143,8 @@ def test_status_reports_the_drain_the_backlog_and_what_holds_it(station: Station
 
 
 def test_status_of_a_queue_that_does_not_drain(station: Station) -> None:
-    write_rows(station, [image(station.root / "inbox" / f"IMG_{n}.JPG") for n in range(10)])
+    now = datetime.now(UTC)
+    write_rows(station, [image(station.root / "inbox" / f"IMG_{n}.JPG", now) for n in range(10)])
 
     report = json.loads(status(station, "--json"))
     text = status(station)
