@@ -104,7 +104,12 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    load_config(args.config)  # ConfigError is printed by main()
+    from daemon.classify.cpu_caps import configured_bf16_warning
+
+    config = load_config(args.config)  # ConfigError is printed by main()
+    warning = configured_bf16_warning(config.model.precision, config.model.device)
+    if warning is not None:
+        print(f"warning: {args.config}: {warning}", file=sys.stderr)
     print("ok")
     return EXIT_OK
 

@@ -264,6 +264,28 @@ def test_check_config_accepts_the_example_config(capsys: pytest.CaptureFixture[s
     assert (run.code, run.out.strip(), run.err) == (0, "ok", "")
 
 
+def test_check_config_warns_about_bf16_on_a_cpu_without_it(
+    capsys: pytest.CaptureFixture[str],
+    config_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daemon.classify import cpu_caps
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t: fpu sse2 avx avx2 fma\n")  # an AVX2-only CPU, as on Zen 3
+    monkeypatch.setattr(cpu_caps, "CPUINFO", cpuinfo)
+    data = yaml.safe_load(config_file.read_text())
+    data.setdefault("model", {})["precision"] = "bf16"
+    config_file.write_text(yaml.safe_dump(data))
+
+    run = run_cli(capsys, "check-config", "-c", config_file)
+
+    assert (run.code, run.out.strip()) == (0, "ok")
+    assert f"warning: {config_file}: model.precision bf16" in run.err
+    assert "6x slower than fp32" in run.err
+
+
 def test_check_config_lists_every_mistake_with_file_and_key(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

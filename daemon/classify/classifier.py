@@ -13,10 +13,12 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
+from daemon.classify.cpu_caps import slow_bf16_warning, this_cpu_has_native_bf16
 from daemon.classify.loading import checkpoint_revision, crop_size, load_parts, normalised
 from daemon.classify.precision import (
     Precision,
-    check_precision,
+    PrecisionSetting,
+    choose_precision,
     prepare_image_tower,
     resolve_device,
 )
@@ -73,21 +75,23 @@ class ClipClassifier:
         labels: Sequence[str],
         targets: Sequence[bool],
         *,
-        precision: Precision = "fp32",
+        precision: PrecisionSetting = "fp32",
         device: str = "cpu",
     ) -> ClipClassifier:
         """Load model and processor, embed the labels, then keep only the image tower."""
         label_tuple, target_tuple = _validated_prompts(labels, targets)
         torch_device = resolve_device(device)
-        check_precision(precision, torch_device)
+        chosen = choose_precision(precision, torch_device)
+        _warn_if_slow(chosen, torch_device)
         parts = load_parts(name_or_path, label_tuple)
-        model = prepare_image_tower(parts.vision, precision, torch_device)
+        model = prepare_image_tower(parts.vision, chosen, torch_device)
         revision = checkpoint_revision(name_or_path)
         logger.info(
-            "loaded CLIP %s (revision %s, %s on %s, %d labels)",
+            "loaded CLIP %s (revision %s, %s%s on %s, %d labels)",
             name_or_path,
             revision,
-            precision,
+            chosen,
+            " chosen by precision auto" if precision == "auto" else "",
             torch_device,
             len(label_tuple),
         )
@@ -100,7 +104,7 @@ class ClipClassifier:
             model_revision=revision,
             labels=label_tuple,
             targets=target_tuple,
-            precision=precision,
+            precision=chosen,
             device=torch_device,
         )
 
@@ -161,6 +165,13 @@ class ClipClassifier:
             target_score=sum(p for p, target in zip(values, self.targets, strict=True) if target),
             embedding=vector,
         )
+
+
+def _warn_if_slow(precision: Precision, device: torch.device) -> None:
+    """An explicit bf16 copied from a faster machine must not cost throughput silently."""
+    warning = slow_bf16_warning(precision, device.type, native_bf16=this_cpu_has_native_bf16())
+    if warning is not None:
+        logger.warning("%s", warning)
 
 
 # --- prompts -----------------------------------------------------------------------------------
