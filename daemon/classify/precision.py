@@ -104,8 +104,10 @@ def _use_in_place_quick_gelu(model: Any) -> None:
 def _quantized(model: Any) -> Any:
     """Dynamic int8 on every Linear layer (weights int8, activations quantised per batch)."""
     with warnings.catch_warnings():
-        # torch 2.13 still runs quantize_dynamic fine but flags it as moving to torchao,
-        # which this project does not install.
+        # torch 2.13 flags quantize_dynamic as moving to torchao. torchao 0.18 installs and
+        # quantises with torch 2.13 on CPU, but its Int8DynamicActivationInt8WeightConfig ran
+        # a (800, 768) x (768, 3072) MLP at 148 ms CPU against 132 in fp32 and 56 here
+        # (eager, 2 threads): it needs torch.compile to be fast, so this path stays.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         return torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
