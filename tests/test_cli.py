@@ -32,7 +32,15 @@ from daemon.storage.database import head_revision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO_ROOT / "config.example.yaml"
-COMMANDS = ("check-config", "classify", "db", "run", "status", "download-model")
+COMMANDS = (
+    "check-config",
+    "classify",
+    "compare-precision",
+    "db",
+    "run",
+    "status",
+    "download-model",
+)
 POSITIVE_THRESHOLD = 0.5  # the defaults; write_config leaves the decision section out
 UNCERTAIN_THRESHOLD = 0.2
 SAMPLE_FILES = ("tiger/anno_1440.jpg", "other_animal/nacti.jpg", "empty/blank.jpg")
