@@ -98,7 +98,9 @@ def write_config(
         },
         "database": {"url": f"sqlite:///{folder / 'data' / 'tigerwatch.db'}"},
         # batch_size 2: three images need two model runs, so batching is exercised too
-        "model": {"name_or_path": str(model), "batch_size": 2},
+        # fp32, not the default auto: results compared with an fp32 classifier must not
+        # depend on whether this CPU has native bf16.
+        "model": {"name_or_path": str(model), "batch_size": 2, "precision": "fp32"},
         "labels": [
             {"text": text, "target": target} for text, target in zip(labels, targets, strict=True)
         ],
