@@ -25,6 +25,7 @@ class PrecisionResult:
     precision: Precision
     speed: Rate
     fidelity: Fidelity
+    cpu_ms_per_image: float  # process CPU (every thread), not wall: what the model costs the cores
 
 
 def load_classifier(model_dir: Path, precision: Precision) -> ClipClassifier:
@@ -33,21 +34,25 @@ def load_classifier(model_dir: Path, precision: Precision) -> ClipClassifier:
 
 def classifier_speed(
     classifier: ClipClassifier, batch: torch.Tensor, min_seconds: float
-) -> tuple[Rate, Rate]:
+) -> tuple[Rate, Rate, float]:
     """classify_tensors on one ready batch, repeated for at least min_seconds (and 3 batches).
 
     Returns the rates of the median and of the fastest batch: on a shared machine a
     neighbour's burst then spoils a few batches rather than the figure, and the fastest batch
-    shows what the model can do when it has the cores to itself.
+    shows what the model can do when it has the cores to itself. The third value is the
+    process CPU milliseconds per image over the timed batches.
     """
     classifier.classify_tensors(batch)  # warm-up: first-call allocations, oneDNN kernel choice
     durations: list[float] = []
+    cpu_started = time.process_time()
     started = time.perf_counter()
     while len(durations) < 3 or time.perf_counter() - started < min_seconds:
         batch_started = time.perf_counter()
         classifier.classify_tensors(batch)
         durations.append(time.perf_counter() - batch_started)
-    return Rate(len(batch), float(np.median(durations))), Rate(len(batch), min(durations))
+    cpu_ms = 1000 * (time.process_time() - cpu_started) / (len(batch) * len(durations))
+    median = Rate(len(batch), float(np.median(durations)))
+    return median, Rate(len(batch), min(durations)), cpu_ms
 
 
 def speed_batch(fidelity_pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -69,12 +74,12 @@ def measure_precisions(
     results = []
     for precision in PRECISIONS:
         classifier = load_classifier(model_dir, precision)
-        speed, best = classifier_speed(classifier, batch, settings.speed_seconds)
+        speed, best, cpu_ms = classifier_speed(classifier, batch, settings.speed_seconds)
         fidelity = compare(reference, embed(classifier, draft_pixels, settings.batch_size))
-        results.append(PrecisionResult(precision, speed, fidelity))
+        results.append(PrecisionResult(precision, speed, fidelity, cpu_ms))
         say(
             f"  {precision:<5} {speed.per_second:7.1f} images/s (best batch "
-            f"{best.per_second:6.1f})   min cosine "
+            f"{best.per_second:6.1f}; {cpu_ms:.1f} ms CPU/img)   min cosine "
             f"{fidelity.min_cosine:.6f}   max |dp| {fidelity.max_probability_diff:.2e}"
         )
         del classifier

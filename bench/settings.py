@@ -56,7 +56,7 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="precision of the daemon run and of (c) (config default: fp32)",
+        help="precision of the daemon run and of (c) (fp32; the config default is auto)",
     )
     batch_size = Model.model_fields["batch_size"].default
     parser.add_argument(

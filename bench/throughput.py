@@ -28,7 +28,12 @@ from transformers.utils import logging as transformers_logging
 
 from bench.classifier_alone import PrecisionResult, measure_precisions
 from bench.daemon_run import DaemonLayout, measure_daemon, report_daemon
-from bench.decode_stages import MAX_STAGE_FRAMES, measure_decode_stages, report_decode_stages
+from bench.decode_stages import (
+    MAX_STAGE_FRAMES,
+    DecodeStages,
+    measure_decode_stages,
+    report_decode_stages,
+)
 from bench.frames import ensure_frames
 from bench.harness import (
     BenchmarkError,
@@ -49,6 +54,7 @@ from bench.inputs import (
     evenly_spaced,
     usable_samples,
 )
+from bench.limit import limits, report_limits
 from bench.notebook import measure_notebook
 from bench.report import cpu_budget, summary_line
 from bench.settings import Settings, parse_settings, workdir_for
@@ -71,7 +77,7 @@ def run(settings: Settings, layout: DaemonLayout, record: Record) -> str:
     inputs = _inputs(settings, record)
     notebook = _notebook(inputs, settings, record)
     chosen = _precisions(inputs, settings, record)
-    _decode_stages(inputs, settings, record)
+    stages = _decode_stages(inputs, settings, record)
     _view_costs(inputs, chosen, record)
     say(f"(b) the daemon end to end: python -m daemon run -c {layout.config}")
     for section, key, value in settings.overrides:
@@ -82,6 +88,9 @@ def run(settings: Settings, layout: DaemonLayout, record: Record) -> str:
     say()
     record["cpu_budget"] = cpu_budget(notebook, daemon, chosen.speed)
     for line in record["cpu_budget"]:
+        say(line)
+    record["limits"] = limits(record["precisions"], stages)
+    for line in report_limits(record["limits"], settings.precision, daemon.burst.per_second):
         say(line)
     say()
     record["cpu_account"] = account.report()
@@ -157,7 +166,7 @@ def _precisions(inputs: _Inputs, settings: Settings, record: Record) -> Precisio
     return chosen
 
 
-def _decode_stages(inputs: _Inputs, settings: Settings, record: Record) -> None:
+def _decode_stages(inputs: _Inputs, settings: Settings, record: Record) -> DecodeStages:
     frames = inputs.frames[:MAX_STAGE_FRAMES]
     width, height = settings.frame_size
     say(
@@ -168,6 +177,7 @@ def _decode_stages(inputs: _Inputs, settings: Settings, record: Record) -> None:
     record["decode_stages"] = stages
     report_decode_stages(stages)
     say()
+    return stages
 
 
 def _view_costs(inputs: _Inputs, chosen: PrecisionResult, record: Record) -> None:

@@ -46,6 +46,7 @@ def _build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check_config)
 
     _add_classify_command(commands)
+    _add_compare_command(commands)
 
     database = commands.add_parser("db", help="database maintenance")
     db_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -106,6 +107,42 @@ def _add_doctor_command(
     doctor.set_defaults(handler=_doctor)
 
 
+def _add_compare_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    compare = commands.add_parser(
+        "compare-precision",
+        help="re-classify N of the station's classified frames at every precision this CPU runs",
+    )
+    _add_config_option(compare)
+    compare.add_argument("--sample", type=int, default=200, metavar="N", help="frames (200)")
+    compare.set_defaults(handler=_compare_precision)
+
+
+def _compare_precision(args: argparse.Namespace) -> int:
+    from daemon.classify.compare import compare_precisions, format_reports
+    from daemon.classify.loading import ModelLoadError
+    from daemon.storage.database import DatabaseError, open_migrated_database
+    from daemon.storage.store import Store
+
+    config = _load(args)
+    try:
+        engine = open_migrated_database(config.database.url)
+        paths = [Path(p) for p in Store(engine).classified_final_paths(max(args.sample, 1))]
+        engine.dispose()
+        reports, failed = compare_precisions(config, paths)
+    except DatabaseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATABASE
+    except ModelLoadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_MODEL
+    for outcome in failed:
+        print(f"skipped {outcome.path}: {outcome.error}", file=sys.stderr)
+    print(format_reports(reports))
+    return EXIT_OK
+
+
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c", "--config", type=Path, required=True, metavar="FILE", help="YAML configuration"
@@ -119,7 +156,12 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    load_config(args.config)  # ConfigError is printed by main()
+    from daemon.classify.cpu_caps import configured_bf16_warning
+
+    config = load_config(args.config)  # ConfigError is printed by main()
+    warning = configured_bf16_warning(config.model.precision, config.model.device)
+    if warning is not None:
+        print(f"warning: {args.config}: {warning}", file=sys.stderr)
     print("ok")
     return EXIT_OK
 

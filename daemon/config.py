@@ -143,7 +143,8 @@ class Model(_Section):
         "openai/clip-vit-base-patch32"
     )
     batch_size: int = Field(default=16, ge=1, le=256)
-    precision: Annotated[Literal["fp32", "bf16", "int8"], BeforeValidator(_lower)] = "fp32"
+    # auto: bf16 where the hardware has it natively (GPU, AVX512_BF16, AMX), else fp32.
+    precision: Annotated[Literal["auto", "fp32", "bf16", "int8"], BeforeValidator(_lower)] = "auto"
     device: Annotated[str, BeforeValidator(_lower), AfterValidator(_check_device)] = "cpu"
     threads: int | None = Field(default=None, ge=1, le=1024)
     # What of the frame the model sees: CLIP's centre crop, the letterboxed whole frame, or

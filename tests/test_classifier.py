@@ -277,6 +277,27 @@ def test_int8_replaces_the_linear_layers(
     assert linear == []
 
 
+def test_int8_embeddings_point_where_fp32_ones_do(
+    classifier: ClipClassifier,
+    tiny_model_dir: Path,
+    default_labels: list[str],
+    default_targets: list[bool],
+) -> None:
+    images = synthetic_images()
+    reduced = ClipClassifier.load(
+        str(tiny_model_dir), default_labels, default_targets, precision="int8"
+    )
+
+    cosines = [
+        float(np.dot(low.embedding, full.embedding))  # both unit vectors
+        for low, full in zip(reduced.classify(images), classifier.classify(images), strict=True)
+    ]
+
+    # Quantised weights move every embedding a little, and none far.
+    assert max(cosines) < 1.0 - 1e-7
+    assert min(cosines) > 0.99
+
+
 # --- errors --------------------------------------------------------------------------------
 
 

@@ -32,7 +32,15 @@ from daemon.storage.database import head_revision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO_ROOT / "config.example.yaml"
-COMMANDS = ("check-config", "classify", "db", "run", "status", "download-model")
+COMMANDS = (
+    "check-config",
+    "classify",
+    "compare-precision",
+    "db",
+    "run",
+    "status",
+    "download-model",
+)
 POSITIVE_THRESHOLD = 0.5  # the defaults; write_config leaves the decision section out
 UNCERTAIN_THRESHOLD = 0.2
 SAMPLE_FILES = ("tiger/anno_1440.jpg", "other_animal/nacti.jpg", "empty/blank.jpg")
@@ -90,7 +98,9 @@ def write_config(
         },
         "database": {"url": f"sqlite:///{folder / 'data' / 'tigerwatch.db'}"},
         # batch_size 2: three images need two model runs, so batching is exercised too
-        "model": {"name_or_path": str(model), "batch_size": 2},
+        # fp32, not the default auto: results compared with an fp32 classifier must not
+        # depend on whether this CPU has native bf16.
+        "model": {"name_or_path": str(model), "batch_size": 2, "precision": "fp32"},
         "labels": [
             {"text": text, "target": target} for text, target in zip(labels, targets, strict=True)
         ],
@@ -266,6 +276,28 @@ def test_check_config_accepts_a_good_config(
 def test_check_config_accepts_the_example_config(capsys: pytest.CaptureFixture[str]) -> None:
     run = run_cli(capsys, "check-config", "-c", EXAMPLE)
     assert (run.code, run.out.strip(), run.err) == (0, "ok", "")
+
+
+def test_check_config_warns_about_bf16_on_a_cpu_without_it(
+    capsys: pytest.CaptureFixture[str],
+    config_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daemon.classify import cpu_caps
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t: fpu sse2 avx avx2 fma\n")  # an AVX2-only CPU, as on Zen 3
+    monkeypatch.setattr(cpu_caps, "CPUINFO", cpuinfo)
+    data = yaml.safe_load(config_file.read_text())
+    data.setdefault("model", {})["precision"] = "bf16"
+    config_file.write_text(yaml.safe_dump(data))
+
+    run = run_cli(capsys, "check-config", "-c", config_file)
+
+    assert (run.code, run.out.strip()) == (0, "ok")
+    assert f"warning: {config_file}: model.precision bf16" in run.err
+    assert "6x slower than fp32" in run.err
 
 
 def test_check_config_lists_every_mistake_with_file_and_key(

@@ -84,7 +84,7 @@ def test_defaults_are_the_documented_values() -> None:
     assert (Model().name_or_path, Model().batch_size, Model().precision) == (
         "openai/clip-vit-base-patch32",
         16,
-        "fp32",
+        "auto",
     )
     assert (Model().device, Model().threads) == ("cpu", None)
     assert (Decision().positive_threshold, Decision().uncertain_threshold) == (0.5, 0.2)
@@ -183,7 +183,7 @@ DUPLICATE_LABELS = [
         ("model.batch_size", 1000, "model.batch_size: must be at most 256"),
         ("model.batch_size", 0, "model.batch_size: must be at least 1"),
         ("model.threads", 0, "model.threads: must be at least 1"),
-        ("model.precision", "fp16", "model.precision: must be one of fp32, bf16, int8"),
+        ("model.precision", "fp16", "model.precision: must be one of auto, fp32, bf16, int8"),
         ("model.device", "gpu", "model.device: must be cpu, cuda, cuda:N or auto"),
         ("model.name_or_path", " ", "model.name_or_path: must not be empty"),
         ("station", "", "station: must not be empty"),

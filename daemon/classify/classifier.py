@@ -13,10 +13,12 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
+from daemon.classify.cpu_caps import slow_bf16_warning, this_cpu_has_native_bf16
 from daemon.classify.loading import checkpoint_revision, crop_size, load_parts, normalised
 from daemon.classify.precision import (
     Precision,
-    check_precision,
+    PrecisionSetting,
+    choose_precision,
     prepare_image_tower,
     resolve_device,
 )
@@ -90,7 +92,7 @@ class ClipClassifier:
         labels: Sequence[str | Label],
         targets: Sequence[bool],
         *,
-        precision: Precision = "fp32",
+        precision: PrecisionSetting = "fp32",
         device: str = "cpu",
         view: View = "center",
     ) -> ClipClassifier:
@@ -100,15 +102,23 @@ class ClipClassifier:
         prompt_sets = [_one_prompt(label) if isinstance(label, str) else label for label in labels]
         label_tuple, target_tuple = _validated_prompts([p.name for p in prompt_sets], targets)
         torch_device = resolve_device(device)
-        check_precision(precision, torch_device)
+        chosen = choose_precision(precision, torch_device)
+        _warn_if_slow(chosen, torch_device)
         parts = load_parts(name_or_path, _all_prompts(prompt_sets))
         day, night = _label_embeddings(prompt_sets, parts.text_embeddings)
-        model = prepare_image_tower(parts.vision, precision, torch_device)
+        model = prepare_image_tower(parts.vision, chosen, torch_device)
         revision = checkpoint_revision(name_or_path)
         prompts = len(parts.text_embeddings)
         logger.info(
-            "loaded CLIP %s (revision %s, %s on %s, %d labels, %d prompts, view %s)",
-            *(name_or_path, revision, precision, torch_device, len(label_tuple), prompts, view),
+            "loaded CLIP %s (revision %s, %s%s on %s, %d labels, %d prompts, view %s)",
+            name_or_path,
+            revision,
+            chosen,
+            " chosen by precision auto" if precision == "auto" else "",
+            torch_device,
+            len(label_tuple),
+            prompts,
+            view,
         )
         return cls(
             model=model,
@@ -120,7 +130,7 @@ class ClipClassifier:
             model_revision=revision,
             labels=label_tuple,
             targets=target_tuple,
-            precision=precision,
+            precision=chosen,
             device=torch_device,
             view=view,
         )
@@ -213,6 +223,13 @@ class ClipClassifier:
             probabilities=dict(zip(self.labels, values, strict=True)),
             target_score=sum(p for p, target in zip(values, self.targets, strict=True) if target),
         )
+
+
+def _warn_if_slow(precision: Precision, device: torch.device) -> None:
+    """An explicit bf16 copied from a faster machine must not cost throughput silently."""
+    warning = slow_bf16_warning(precision, device.type, native_bf16=this_cpu_has_native_bf16())
+    if warning is not None:
+        logger.warning("%s", warning)
 
 
 # --- prompts -----------------------------------------------------------------------------------

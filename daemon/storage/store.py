@@ -294,6 +294,17 @@ class Store(StuckMoves, Activity):
                 select(func.min(Image.first_seen_at)).where(Image.state == ImageState.QUEUED)
             )
 
+    def classified_final_paths(self, limit: int) -> list[str]:
+        """Where the newest `limit` classified images now lie, for compare-precision."""
+        with self._reading() as session:
+            query = (
+                select(Image.final_path)
+                .where(Image.final_path.is_not(None), Image.classifications.any())
+                .order_by(Image.done_at.desc(), Image.id.desc())
+                .limit(limit)
+            )
+            return [str(path) for path in session.scalars(query)]
+
     def last_done_at(self) -> datetime | None:
         with self._reading() as session:
             return session.scalar(select(func.max(Image.done_at)))
