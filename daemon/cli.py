@@ -60,12 +60,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_config_option(run)
     run.set_defaults(handler=_run)
 
-    status = commands.add_parser("status", help="show the queue and today's totals")
-    _add_config_option(status)
-    status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(handler=_status)
-
-    _add_doctor_command(commands)
+    _add_status_and_doctor_commands(commands)
 
     download = commands.add_parser(
         "download-model",
@@ -94,9 +89,13 @@ def _add_classify_command(
     classify.set_defaults(handler=_classify)
 
 
-def _add_doctor_command(
+def _add_status_and_doctor_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
+    status = commands.add_parser("status", help="show the queue and today's totals")
+    _add_config_option(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_status)
     doctor = commands.add_parser(
         "doctor", help="check the station's setup as the daemon's user meets it"
     )

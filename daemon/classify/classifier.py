@@ -96,29 +96,20 @@ class ClipClassifier:
         device: str = "cpu",
         view: View = "center",
     ) -> ClipClassifier:
-        """Load model and processor, embed the prompts, then keep only the image tower.
-
-        A label given as text is a label with that one prompt."""
+        """Load, embed the prompts, keep only the image tower; a text label is one prompt."""
         prompt_sets = [_one_prompt(label) if isinstance(label, str) else label for label in labels]
         label_tuple, target_tuple = _validated_prompts([p.name for p in prompt_sets], targets)
         torch_device = resolve_device(device)
-        chosen = choose_precision(precision, torch_device)
-        _warn_if_slow(chosen, torch_device)
+        chosen = _chosen_precision(precision, torch_device)
         parts = load_parts(name_or_path, _all_prompts(prompt_sets))
         day, night = _label_embeddings(prompt_sets, parts.text_embeddings)
         model = prepare_image_tower(parts.vision, chosen, torch_device)
         revision = checkpoint_revision(name_or_path)
-        prompts = len(parts.text_embeddings)
+        how = f"{chosen}{' chosen by precision auto' if precision == 'auto' else ''}"
         logger.info(
-            "loaded CLIP %s (revision %s, %s%s on %s, %d labels, %d prompts, view %s)",
-            name_or_path,
-            revision,
-            chosen,
-            " chosen by precision auto" if precision == "auto" else "",
-            torch_device,
-            len(label_tuple),
-            prompts,
-            view,
+            "loaded CLIP %s (revision %s, %s on %s, %d labels, %d prompts, view %s)",
+            *(name_or_path, revision, how, torch_device),
+            *(len(label_tuple), len(parts.text_embeddings), view),
         )
         return cls(
             model=model,
@@ -223,6 +214,12 @@ class ClipClassifier:
             probabilities=dict(zip(self.labels, values, strict=True)),
             target_score=sum(p for p, target in zip(values, self.targets, strict=True) if target),
         )
+
+
+def _chosen_precision(setting: PrecisionSetting, device: torch.device) -> Precision:
+    chosen = choose_precision(setting, device)
+    _warn_if_slow(chosen, device)
+    return chosen
 
 
 def _warn_if_slow(precision: Precision, device: torch.device) -> None:
