@@ -39,7 +39,15 @@ from daemon.storage.schema import (
     utcnow,
 )
 
-TABLES = {"images", "classifications", "duplicates", "rejects", "stuck_moves"}
+TABLES = {
+    "images",
+    "classifications",
+    "duplicates",
+    "rejects",
+    "stuck_moves",
+    "verdicts",
+    "audit_samples",
+}
 
 
 @pytest.fixture
