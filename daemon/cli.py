@@ -117,6 +117,13 @@ def _add_staff_commands(
     audit.add_argument("--seed", type=int, default=None, metavar="S")
     audit.set_defaults(handler=_audit)
 
+    adapt = commands.add_parser("adapt", help="train a linear head on the verdicts")
+    _add_config_option(adapt)
+    adapt.add_argument("--target-recall", type=float, default=0.95)
+    adapt.add_argument("--min-verdicts", type=int, default=10)
+    adapt.add_argument("--force", action="store_true", help="save even when not better")
+    adapt.set_defaults(handler=_adapt)
+
 
 def _add_classify_command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -384,6 +391,30 @@ def _audit(args: argparse.Namespace) -> int:
         f"into {result.folder}; judge them with the verdict folders or `tigerwatch verdict`"
     )
     return EXIT_SOME_FAILED if result.problems else EXIT_OK
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from daemon.staff.adapt import cross_validate, format_comparison, train_head
+    from daemon.staff.evaluate import TooFewVerdicts
+
+    config = _load(args)
+    store = _staff_store(config, args.config)
+    if store is None:
+        return EXIT_DATABASE
+    judged = store.judged_embeddings()
+    positive = config.decision.positive_threshold
+    try:
+        comparison = cross_validate(judged, positive, args.target_recall, args.min_verdicts)
+    except TooFewVerdicts as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    print(format_comparison(comparison, args.target_recall))
+    if not (comparison.head_is_better or args.force):
+        print("not saved: the head is no better than zero-shot at the target recall (--force)")
+        return EXIT_OK
+    head_id = store.save_head(train_head(judged, comparison))
+    print(f"saved head {head_id}; set model.head: latest (or {head_id}) and restart the daemon")
+    return EXIT_OK
 
 
 def dump_json(value: object) -> str:

@@ -149,6 +149,14 @@ class Database(_Section):
     backup: Backup = Backup()
 
 
+def _head_choice(value: object) -> str:
+    """`none`, `latest` or a head's id (from `tigerwatch adapt`)."""
+    text = str(value).strip().lower()
+    if text in ("none", "latest") or (text.isdigit() and int(text) > 0):
+        return text
+    raise ValueError("must be none, latest or the id of a head saved by `tigerwatch adapt`")
+
+
 class Model(_Section):
     """Which CLIP model runs, and how."""
 
@@ -159,6 +167,7 @@ class Model(_Section):
     precision: Annotated[Literal["fp32", "bf16", "int8"], BeforeValidator(_lower)] = "fp32"
     device: Annotated[str, BeforeValidator(_lower), AfterValidator(_check_device)] = "cpu"
     threads: int | None = Field(default=None, ge=1, le=1024)
+    head: Annotated[str, BeforeValidator(_head_choice)] = "none"
 
 
 class Decision(_Section):

@@ -15,6 +15,7 @@ from daemon.config import Config
 from daemon.decode.jobs import DecodeJob, DecodeOutcome
 from daemon.decode.pool import DecoderPool, DecoderPoolError
 from daemon.delivery.router import RoutingLoop
+from daemon.heads import LinearHead
 from daemon.outcomes import decide, destination_for
 from daemon.storage.store import ClassifiedImage, ModelInfo, QueuedImage, Store, StoreUnavailable
 
@@ -41,8 +42,10 @@ class Worker:
         stop: threading.Event,
         wake: threading.Event,
         on_content_changed: Callable[[Path], None],
+        head: LinearHead | None = None,
     ) -> None:
         self._store = store
+        self._head = head  # a trained head's score replaces the zero-shot one
         self._classifier = classifier
         self._routing = routing
         self._decoder = decoder
@@ -185,8 +188,13 @@ class Worker:
         thresholds = self._config.decision
         results = []
         for decoded, classification in zip(good, classifications, strict=True):
+            score = (
+                classification.target_score
+                if self._head is None
+                else self._head.score(classification.embedding)
+            )
             decision = decide(
-                classification.target_score,
+                score,
                 positive_threshold=thresholds.positive_threshold,
                 uncertain_threshold=thresholds.uncertain_threshold,
             )
@@ -194,7 +202,7 @@ class Worker:
             results.append(
                 ClassifiedImage(
                     image_id=decoded.item.id,
-                    target_score=classification.target_score,
+                    target_score=score,
                     decision=decision,
                     probabilities=classification.probabilities,
                     embedding=classification.embedding.astype("<f4").tobytes(),
@@ -204,13 +212,14 @@ class Worker:
                     capture_time=outcome.capture_time,
                     camera_make=outcome.camera_make,
                     camera_model=outcome.camera_model,
+                    head_id=None if self._head is None else self._head.id,
                 )
             )
             logger.info(
                 "%s: %s (target score %.3f) -> %s",
                 decoded.item.path,
                 decision,
-                classification.target_score,
+                score,
                 destination_for(decision),
             )
         self._store.record_classified(results, self._model_info)

@@ -47,6 +47,7 @@ TABLES = {
     "stuck_moves",
     "verdicts",
     "audit_samples",
+    "heads",
 }
 
 

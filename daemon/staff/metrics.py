@@ -90,3 +90,19 @@ def pr_curve(scores: Sequence[float], tigers: Sequence[bool]) -> list[tuple[floa
         if precision is not None and recall is not None:
             points.append((threshold, precision, recall))
     return points
+
+
+def precision_at_recall(
+    scores: Sequence[float], tigers: Sequence[bool], target_recall: float
+) -> tuple[float, float]:
+    """(threshold, precision) with the best precision among thresholds reaching the recall."""
+    best: tuple[float, float] | None = None
+    for threshold in sorted({s for s, t in zip(scores, tigers, strict=True) if t}, reverse=True):
+        counts = confusion(scores, tigers, threshold)
+        if (counts.recall.value or 0.0) + 1e-12 >= target_recall:
+            precision = counts.precision.value or 0.0
+            if best is None or precision > best[1]:
+                best = (threshold, precision)
+    if best is None:
+        raise ValueError("no judged tiger: no recall can be reached")
+    return best

@@ -280,6 +280,9 @@ class Classification(Base):
     inference_ms: Mapped[float | None] = mapped_column(Float)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, little-endian
     embedding_dim: Mapped[int | None] = mapped_column(Integer)
+    head_id: Mapped[int | None] = mapped_column(
+        Integer
+    )  # heads.id whose score decided; None: zero-shot
 
     image: Mapped[Image] = relationship(back_populates="classifications")
 
@@ -381,3 +384,18 @@ class AuditSample(Base):
     population: Mapped[int] = mapped_column(Integer)  # frames in the stratum when drawn
     link_path: Mapped[str] = mapped_column(FsPath)
     sampled_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Head(Base):
+    """A linear head trained by `tigerwatch adapt` on stored image embeddings and verdicts."""
+
+    __tablename__ = "heads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    model_name: Mapped[str] = mapped_column(Text)
+    model_revision: Mapped[str | None] = mapped_column(Text)  # the embeddings' model revision
+    verdict_count: Mapped[int] = mapped_column(Integer)
+    cv: Mapped[dict[str, Any]] = mapped_column(JSON)  # cross-validated figures, head and zero-shot
+    weights: Mapped[list[float]] = mapped_column(JSON)  # one per embedding dimension
+    bias: Mapped[float] = mapped_column(Float)

@@ -15,6 +15,7 @@ from daemon.storage.database import deferred, session_factory
 from daemon.storage.schema import (
     AuditSample,
     Classification,
+    Head,
     Image,
     ImageDecision,
     Verdict,
@@ -47,6 +48,26 @@ class ScoredFrame:
     first_seen_at: datetime
     decision: str | None
     splits: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JudgedEmbedding:
+    image_id: int
+    embedding: bytes  # float32, little-endian
+    zero_shot_score: float
+    is_tiger: bool
+    model_name: str
+    model_revision: str | None
+
+
+@dataclass(frozen=True)
+class StoredHead:
+    id: int
+    model_name: str
+    verdict_count: int
+    cv: dict[str, object]
+    weights: list[float]
+    bias: float
 
 
 @dataclass(frozen=True)
@@ -173,6 +194,49 @@ class StaffStore:
                 row[0]: dict(zip(columns, row[1:], strict=True)) for row in session.execute(sql)
             }
 
+    # --- heads --------------------------------------------------------------------------------
+
+    def judged_embeddings(self) -> list[JudgedEmbedding]:
+        """Judged frames with the embedding and zero-shot score of their latest classification."""
+        verdicts = self.latest_verdicts()
+        with self._reading() as session:
+            latest = (
+                select(func.max(Classification.id))
+                .where(Classification.embedding.is_not(None))
+                .group_by(Classification.image_id)
+            ).scalar_subquery()
+            rows = session.scalars(
+                select(Classification)
+                .where(Classification.id.in_(latest), Classification.image_id.in_(verdicts))
+                .order_by(Classification.image_id)
+            ).all()
+            return [
+                JudgedEmbedding(
+                    image_id=row.image_id,
+                    embedding=row.embedding or b"",
+                    zero_shot_score=_zero_shot(row),
+                    is_tiger=verdicts[row.image_id] is VerdictValue.TIGER,
+                    model_name=row.model_name,
+                    model_revision=row.model_revision,
+                )
+                for row in rows
+            ]
+
+    def save_head(self, head: Head) -> int:
+        with self._writing() as session:
+            session.add(head)
+            session.flush()
+            return head.id
+
+    def head(self, which: str) -> StoredHead | None:
+        """Head `which`: "latest" or an id; None when there is no such head."""
+        with self._reading() as session:
+            if which == "latest":
+                found = session.scalars(select(Head).order_by(Head.id.desc())).first()
+            else:
+                found = session.get(Head, int(which))
+            return None if found is None else _head_row(found)
+
     # --- audit --------------------------------------------------------------------------------
 
     def audit_population(self, decision: ImageDecision) -> list[tuple[int, str]]:
@@ -213,6 +277,20 @@ class StaffStore:
                 .where(AuditSample.image_id == image_id)
                 .order_by(AuditSample.id.desc())
             ).first()
+
+
+def _head_row(head: Head) -> StoredHead:
+    return StoredHead(
+        head.id, head.model_name, head.verdict_count, head.cv, head.weights, head.bias
+    )
+
+
+def _zero_shot(row: Classification) -> float:
+    """The text-prompt score, also when a head decided: the summed target-label probabilities."""
+    if row.head_id is None:
+        return row.target_score
+    targets = {label["text"] for label in row.labels if label.get("target")}
+    return sum(p for text, p in row.probabilities.items() if text in targets)
 
 
 def _is_tiger(verdict: VerdictValue | None) -> bool | None:

@@ -76,6 +76,7 @@ class ClassifiedImage:
     capture_time: datetime | None
     camera_make: str | None
     camera_model: str | None
+    head_id: int | None = None  # the trained head whose score decided; None: zero-shot
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,7 @@ def _classification_row(
         inference_ms=result.inference_ms,
         embedding=result.embedding,
         embedding_dim=result.embedding_dim,
+        head_id=result.head_id,
     )
 
 
