@@ -84,21 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def _add_staff_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
-    verdict = commands.add_parser("verdict", help="record staff verdicts on frames")
-    _add_config_option(verdict)
-    which = verdict.add_mutually_exclusive_group(required=True)
-    which.add_argument("--tiger", dest="verdict", action="store_const", const="tiger")
-    which.add_argument("--not-tiger", dest="verdict", action="store_const", const="not-tiger")
-    which.add_argument(
-        "--import",
-        dest="csv",
-        type=Path,
-        metavar="FILE.csv",
-        help="CSV with columns path or sha256, and verdict",
-    )
-    verdict.add_argument("paths", nargs="*", type=Path, metavar="PATH")
-    verdict.set_defaults(handler=_verdict)
-
+    _add_verdict_command(commands)
     evaluate = commands.add_parser("evaluate", help="precision and recall from the verdicts")
     _add_config_option(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print JSON")
@@ -123,6 +109,25 @@ def _add_staff_commands(
     adapt.add_argument("--min-verdicts", type=int, default=10)
     adapt.add_argument("--force", action="store_true", help="save even when not better")
     adapt.set_defaults(handler=_adapt)
+
+
+def _add_verdict_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    verdict = commands.add_parser("verdict", help="record staff verdicts on frames")
+    _add_config_option(verdict)
+    which = verdict.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tiger", dest="verdict", action="store_const", const="tiger")
+    which.add_argument("--not-tiger", dest="verdict", action="store_const", const="not-tiger")
+    which.add_argument(
+        "--import",
+        dest="csv",
+        type=Path,
+        metavar="FILE.csv",
+        help="CSV with columns path or sha256, and verdict",
+    )
+    verdict.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    verdict.set_defaults(handler=_verdict)
 
 
 def _add_classify_command(

@@ -154,8 +154,7 @@ def _build(
     upgrade_database(config.database.url)
     if lock is not None:
         lock.note_database_opened()
-    store_engine = create_db_engine(config.database.url)
-    store = Store(store_engine)
+    store = Store(create_db_engine(config.database.url))
     classifier = _load_classifier(config)
     failures = EntryFailures(
         store,
@@ -185,16 +184,20 @@ def _build(
         stop=threads.stop,
         wake=threads.wake_worker,
         on_content_changed=intake.hint,
-        head=_load_head(config, StaffStore(store_engine), classifier.model_name),
+        head=_load_head(config, classifier.model_name),
     )
     return _Parts(classifier, decoder, intake, watcher, worker, routing)
 
 
-def _load_head(config: Config, staff: StaffStore, model_name: str) -> LinearHead | None:
+def _load_head(config: Config, model_name: str) -> LinearHead | None:
     """The head `model.head` names; a missing or mismatched one is logged, zero-shot decides."""
     if config.model.head == "none":
         return None
-    stored = staff.head(config.model.head)
+    engine = create_db_engine(config.database.url)
+    try:
+        stored = StaffStore(engine).head(config.model.head)
+    finally:
+        engine.dispose()
     if stored is None:
         logger.error("model.head: %s: no such head saved; using zero-shot", config.model.head)
         return None

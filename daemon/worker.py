@@ -10,7 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.classify.classifier import ClipClassifier
+from daemon.classify.classifier import Classification, ClipClassifier
 from daemon.config import Config
 from daemon.decode.jobs import DecodeJob, DecodeOutcome
 from daemon.decode.pool import DecoderPool, DecoderPoolError
@@ -188,11 +188,7 @@ class Worker:
         thresholds = self._config.decision
         results = []
         for decoded, classification in zip(good, classifications, strict=True):
-            score = (
-                classification.target_score
-                if self._head is None
-                else self._head.score(classification.embedding)
-            )
+            score = self._score(classification)
             decision = decide(
                 score,
                 positive_threshold=thresholds.positive_threshold,
@@ -223,6 +219,12 @@ class Worker:
                 destination_for(decision),
             )
         self._store.record_classified(results, self._model_info)
+
+    def _score(self, classification: Classification) -> float:
+        """The tiger score the thresholds apply to: the trained head's when there is one."""
+        if self._head is None:
+            return classification.target_score
+        return self._head.score(classification.embedding)
 
     def _failed(self, decoded: Decoded) -> None:
         error = decoded.outcome.error
