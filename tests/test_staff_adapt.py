@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from daemon.cli import main
+from daemon.config import ConfigError
 from daemon.heads import LinearHead
 from tests.daemon_support import (
     Station,
@@ -22,6 +23,7 @@ from tests.daemon_support import (
     wait_for,
     with_comment,
 )
+from tests.staff_support import add_frames
 
 INFRARED = ["night_ir", "empty/blank3.jpg", "empty/empty.jpg"]
 COLOUR = ["other_animal", "tiger", "empty/blank.jpg", "empty/blank2.jpg"]
@@ -86,3 +88,32 @@ def test_adapt_learns_infrared_is_tiger_and_the_daemon_uses_the_head(
         # Review or review/uncertain: staff see it (zero-shot sent none to review).
         assert decision in ("positive", "uncertain")
         assert Path(str(final_path)).is_relative_to(station.root / "review")
+
+
+def test_adapt_refuses_on_too_few_verdicts_with_embeddings(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    station = make_station(tmp_path / "station", tiny_model_dir)
+    paths = add_frames(station, [0.9, 0.1])  # built rows: no stored embeddings
+    config = str(station.config_path)
+    assert main(["verdict", "-c", config, "--tiger", str(paths[0])]) == 0
+    assert main(["adapt", "-c", config]) == 1
+    assert "adapt needs at least 10 of each" in capsys.readouterr().err
+    assert query(station, "SELECT count(*) FROM heads") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [("none", True), ("latest", True), (3, True), ("x", False)]
+)
+def test_model_head_accepts_none_latest_or_an_id(
+    tmp_path: Path, tiny_model_dir: Path, value: object, ok: bool
+) -> None:
+    station = make_station(tmp_path / "station", tiny_model_dir)
+    settings = yaml.safe_load(station.config_path.read_text())
+    settings["model"]["head"] = value
+    station.config_path.write_text(yaml.safe_dump(settings))
+    if ok:
+        assert station.config().model.head == str(value)
+    else:
+        with pytest.raises(ConfigError, match=r"model\.head: .*none, latest or the id"):
+            station.config()

@@ -57,14 +57,14 @@ def cross_validate(
     judged: Sequence[JudgedEmbedding], positive: float, target_recall: float, min_each: int
 ) -> Comparison:
     """Out-of-fold head probabilities (stratified k-fold) against the zero-shot scores."""
-    features, labels = _matrix(judged)
-    tigers = int(labels.sum())
-    smaller = min(tigers, len(labels) - tigers)
+    tigers = sum(j.is_tiger for j in judged)
+    smaller = min(tigers, len(judged) - tigers)
     if smaller < min_each:
         raise TooFewVerdicts(
-            f"{tigers} judged tiger and {len(labels) - tigers} judged not tiger frames with "
+            f"{tigers} judged tiger and {len(judged) - tigers} judged not tiger frames with "
             f"stored embeddings; adapt needs at least {min_each} of each (--min-verdicts)"
         )
+    features, labels = _matrix(judged)
     folds = min(MAX_FOLDS, smaller)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     held_out = np.zeros(len(labels))
