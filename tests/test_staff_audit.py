@@ -79,6 +79,9 @@ def test_the_audit_estimate_covers_the_true_number_of_missed_tigers(
         links = [link for image_id, link in sampled if (image_id in truth) is wanted]
         flag = "--tiger" if wanted else "--not-tiger"
         assert main(["verdict", "-c", config, flag, *links]) == 0  # found by content
+    with sqlite3.connect(station.db_path) as connection:
+        sources = connection.execute("SELECT DISTINCT source FROM verdicts").fetchall()
+    assert sources == [("audit",)]
     capsys.readouterr()
     assert main(["evaluate", "-c", config, "--json"]) == 0
     archive = json.loads(capsys.readouterr().out)["archive"]

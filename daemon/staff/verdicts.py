@@ -56,7 +56,10 @@ def verdicts_for_paths(
         if image_id is None:
             problems.append(f"{printable(str(path))}: not a frame tigerwatch has classified")
             continue
-        found.append(NewVerdict(image_id, verdict, VerdictSource.CLI, who))
+        # A judged audit link says so: the audit's estimate rests on these verdicts.
+        audited = store.audit_link(image_id) == os.path.normpath(path.absolute())
+        source = VerdictSource.AUDIT if audited else VerdictSource.CLI
+        found.append(NewVerdict(image_id, verdict, source, who))
     store.record_verdicts(found)
     return VerdictOutcome(len(found), problems)
 
