@@ -136,6 +136,14 @@ class Database(_Section):
     backup: Backup = Backup()
 
 
+def _head_choice(value: object) -> str:
+    """`none`, `latest` or a head's id (from `tigerwatch adapt`)."""
+    text = str(value).strip().lower()
+    if text in ("none", "latest") or (text.isdigit() and int(text) > 0):
+        return text
+    raise ValueError("must be none, latest or the id of a head saved by `tigerwatch adapt`")
+
+
 class Model(_Section):
     """Which CLIP model runs, and how."""
 
@@ -150,6 +158,7 @@ class Model(_Section):
     # What of the frame the model sees: CLIP's centre crop, the letterboxed whole frame, or
     # overlapping squares across it (see README "Views").
     view: Annotated[Literal["center", "pad", "crops"], BeforeValidator(_lower)] = "crops"
+    head: Annotated[str, BeforeValidator(_head_choice)] = "none"
 
 
 class InfraredDecision(_Section):

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
+import numpy as np
+
 from daemon.classify.classifier import ClipClassifier, load_for_config
 from daemon.classify.precision import use_threads
 from daemon.config import Config
@@ -18,6 +20,7 @@ from daemon.decode.pool import DecoderPool
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.router import Router, RoutingLoop
 from daemon.delivery.setaside import EntryFailures
+from daemon.heads import LinearHead
 from daemon.intake.arrivals import Intake
 from daemon.intake.names import NameFilter
 from daemon.intake.stability import StabilityTracker
@@ -27,6 +30,7 @@ from daemon.progress import ProgressWatch
 from daemon.schedule import start_wall_clock_jobs
 from daemon.storage.database import create_db_engine, upgrade_database
 from daemon.storage.instance import InstanceLock, lock_database
+from daemon.storage.staff import StaffStore
 from daemon.storage.store import Store
 from daemon.worker import Worker
 
@@ -180,8 +184,33 @@ def _build(
         stop=threads.stop,
         wake=threads.wake_worker,
         on_content_changed=intake.hint,
+        head=_load_head(config, classifier.model_name),
     )
     return _Parts(classifier, decoder, intake, watcher, worker, routing)
+
+
+def _load_head(config: Config, model_name: str) -> LinearHead | None:
+    """The head `model.head` names; a missing or mismatched one is logged, zero-shot decides."""
+    if config.model.head == "none":
+        return None
+    engine = create_db_engine(config.database.url)
+    try:
+        stored = StaffStore(engine).head(config.model.head)
+    finally:
+        engine.dispose()
+    if stored is None:
+        logger.error("model.head: %s: no such head saved; using zero-shot", config.model.head)
+        return None
+    if stored.model_name != model_name:
+        logger.error(
+            "model.head: head %d was trained on %s, not %s; using zero-shot",
+            stored.id,
+            stored.model_name,
+            model_name,
+        )
+        return None
+    logger.info("using head %d (%d verdicts)", stored.id, stored.verdict_count)
+    return LinearHead(stored.id, np.asarray(stored.weights, dtype=np.float64), stored.bias)
 
 
 def _load_classifier(config: Config) -> ClipClassifier:

@@ -15,6 +15,7 @@ from daemon.config import Config
 from daemon.decode.jobs import DecodeJob, DecodeOutcome
 from daemon.decode.pool import DecoderPool, DecoderPoolError
 from daemon.delivery.router import RoutingLoop
+from daemon.heads import LinearHead
 from daemon.outcomes import decide, destination_for
 from daemon.storage.store import ClassifiedImage, ModelInfo, QueuedImage, Store, StoreUnavailable
 
@@ -41,8 +42,10 @@ class Worker:
         stop: threading.Event,
         wake: threading.Event,
         on_content_changed: Callable[[Path], None],
+        head: LinearHead | None = None,
     ) -> None:
         self._store = store
+        self._head = head  # a trained head's score replaces the zero-shot one
         self._classifier = classifier
         self._routing = routing
         self._decoder = decoder
@@ -205,14 +208,13 @@ class Worker:
     ) -> ClassifiedImage:
         """One image's result, decided with the thresholds of its light."""
         positive, uncertain = self._config.decision.thresholds(infrared=classification.infrared)
-        decision = decide(
-            classification.target_score, positive_threshold=positive, uncertain_threshold=uncertain
-        )
+        score = self._score(classification)
+        decision = decide(score, positive_threshold=positive, uncertain_threshold=uncertain)
         logger.info(
             "%s: %s (target score %.3f, %s, view %d of %d) -> %s",
             decoded.item.path,
             decision,
-            classification.target_score,
+            score,
             "infrared" if classification.infrared else "day",
             classification.view + 1,
             len(classification.views),
@@ -221,7 +223,7 @@ class Worker:
         outcome = decoded.outcome
         return ClassifiedImage(
             image_id=decoded.item.id,
-            target_score=classification.target_score,
+            target_score=score,
             decision=decision,
             probabilities=classification.probabilities,
             embedding=classification.embedding.astype("<f4").tobytes(),
@@ -232,7 +234,14 @@ class Worker:
             camera_make=outcome.camera_make,
             camera_model=outcome.camera_model,
             thresholds=(positive, uncertain),
+            head_id=None if self._head is None else self._head.id,
         )
+
+    def _score(self, classification: Classification) -> float:
+        """The tiger score the thresholds apply to: the trained head's when there is one."""
+        if self._head is None:
+            return classification.target_score
+        return self._head.score(classification.embedding)
 
     def _failed(self, decoded: Decoded) -> None:
         error = decoded.outcome.error

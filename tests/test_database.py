@@ -39,7 +39,16 @@ from daemon.storage.schema import (
     utcnow,
 )
 
-TABLES = {"images", "classifications", "duplicates", "rejects", "stuck_moves"}
+TABLES = {
+    "images",
+    "classifications",
+    "duplicates",
+    "rejects",
+    "stuck_moves",
+    "verdicts",
+    "audit_samples",
+    "heads",
+}
 
 
 @pytest.fixture

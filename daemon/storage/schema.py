@@ -280,6 +280,9 @@ class Classification(Base):
     inference_ms: Mapped[float | None] = mapped_column(Float)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, little-endian
     embedding_dim: Mapped[int | None] = mapped_column(Integer)
+    head_id: Mapped[int | None] = mapped_column(
+        Integer
+    )  # heads.id whose score decided; None: zero-shot
 
     image: Mapped[Image] = relationship(back_populates="classifications")
 
@@ -335,3 +338,64 @@ class StuckMove(Base):
     source_path: Mapped[str] = mapped_column(FsPath)
     reason: Mapped[str] = mapped_column(Message)
     since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VerdictValue(enum.StrEnum):
+    """What staff decided a frame shows."""
+
+    TIGER = "tiger"
+    NOT_TIGER = "not-tiger"
+
+
+class VerdictSource(enum.StrEnum):
+    """How a verdict reached the database."""
+
+    FOLDER = "folder"  # a frame moved into a verdict folder
+    CLI = "cli"  # `tigerwatch verdict --tiger|--not-tiger`
+    IMPORT = "import"  # `tigerwatch verdict --import FILE.csv`
+    AUDIT = "audit"  # a frame of the audit sample judged through the verdict folders
+
+
+class Verdict(Base):
+    """One staff verdict on an image; every change is a new row, the newest one counts."""
+
+    __tablename__ = "verdicts"
+    __table_args__ = (_one_of("verdict", VerdictValue), _one_of("source", VerdictSource))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    verdict: Mapped[VerdictValue] = mapped_column(StrEnumType(VerdictValue))
+    source: Mapped[VerdictSource] = mapped_column(StrEnumType(VerdictSource))
+    who: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditSample(Base):
+    """A frame drawn into an audit batch, with the weight it stands for in its stratum."""
+
+    __tablename__ = "audit_samples"
+    __table_args__ = (UniqueConstraint("batch", "image_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    batch: Mapped[str] = mapped_column(String(32))  # the audit folder's date, e.g. "2026-12-02"
+    stratum: Mapped[str] = mapped_column(String(16))  # the decision drawn from: negative|uncertain
+    weight: Mapped[float] = mapped_column(Float)  # population / sample size: frames it stands for
+    population: Mapped[int] = mapped_column(Integer)  # frames in the stratum when drawn
+    link_path: Mapped[str] = mapped_column(FsPath)
+    sampled_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Head(Base):
+    """A linear head trained by `tigerwatch adapt` on stored image embeddings and verdicts."""
+
+    __tablename__ = "heads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    model_name: Mapped[str] = mapped_column(Text)
+    model_revision: Mapped[str | None] = mapped_column(Text)  # the embeddings' model revision
+    verdict_count: Mapped[int] = mapped_column(Integer)
+    cv: Mapped[dict[str, Any]] = mapped_column(JSON)  # cross-validated figures, head and zero-shot
+    weights: Mapped[list[float]] = mapped_column(JSON)  # one per embedding dimension
+    bias: Mapped[float] = mapped_column(Float)

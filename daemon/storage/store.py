@@ -80,6 +80,7 @@ class ClassifiedImage:
     # (positive, uncertain) this image was decided with (infrared frames have their own);
     # None: the ModelInfo's.
     thresholds: tuple[float, float] | None = None
+    head_id: int | None = None  # the trained head whose score decided; None: zero-shot
 
 
 @dataclass(frozen=True)
@@ -386,6 +387,7 @@ def _classification_row(
         inference_ms=result.inference_ms,
         embedding=result.embedding,
         embedding_dim=result.embedding_dim,
+        head_id=result.head_id,
     )
 
 
