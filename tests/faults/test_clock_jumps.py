@@ -62,7 +62,8 @@ DAY = 86_400.0
 # its name stays here so that bringing it back is caught.
 CLOCK_USERS = ("daemon", "apscheduler")
 # The only places allowed to read the wall clock: timestamps, never timers.
-WALL_CLOCK_READERS_ALLOWED = {"daemon.storage.schema.utcnow"}
+# The audit names its folder by the station's date (review/audit/<date>/), a label, not a timer.
+WALL_CLOCK_READERS_ALLOWED = {"daemon.storage.schema.utcnow", "daemon.staff.audit.draw_audit"}
 
 _REAL_TIME = time
 _REAL_DATETIME = dt.datetime

@@ -433,6 +433,11 @@ def test_created_files_and_folders_get_the_configured_group_and_mode(
         tiny_model_dir,
         files={"group": group.gr_name, "mode": "0640"},
         decision={"positive_threshold": positive, "uncertain_threshold": uncertain},
+        # The daemon must score as thresholds_that_split did: its labels, view and precision.
+        labels=[
+            {"text": t, "target": g} for t, g in zip(default_labels, default_targets, strict=True)
+        ],
+        model={"name_or_path": str(tiny_model_dir), "view": "center", "precision": "fp32"},
     )
     outside = tmp_path / "outside.jpg"
     outside.write_bytes(noise_jpeg(499))
