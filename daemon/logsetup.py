@@ -30,6 +30,18 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at each record (a test's capture is replaced per test)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def writes_to_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
     """True when `stream` is the journal stream systemd connected ($JOURNAL_STREAM = dev:inode).
 
@@ -44,7 +56,7 @@ def writes_to_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
 
 
 def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     if writes_to_journal(sys.stderr, os.environ):
         handler.setFormatter(JournalFormatter(JOURNAL_FORMAT))
     else:
