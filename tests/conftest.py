@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +28,17 @@ DEFAULT_LABELS = (
     "a photo without a tiger",
 )
 DEFAULT_TARGETS = tuple(label.target for label in config.DEFAULT_LABELS)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Every in-process CLI call reconfigures the root logger (a DEBUG station config, say);
+    give each later test in this worker the logging it had, or its stderr gets their lines."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import grp
 import importlib
 import json
-import logging
 import os
 import random
 import re
@@ -17,7 +16,6 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -62,16 +60,6 @@ class TextResult:
     probabilities: list[tuple[str, float]]  # in printed order
     target_score: float
     decision: str
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI reconfigures the root logger onto capsys's stream; give later tests theirs back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
