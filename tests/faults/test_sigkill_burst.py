@@ -1,4 +1,4 @@
-"""SIGKILL the real daemon at 24 random moments of a 1,000-file burst: nothing is lost."""
+"""SIGKILL the real daemon at 16 random moments of a 1,000-file burst: nothing is lost."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ BAD_FILES = 30  # random bytes, truncated JPEGs, one empty file: each quarantine
 WAVES = 8  # the burst arrives in waves during the first cycles, so files land between kills
 # One entry per daemon start that is killed: "startup" kills at a random delay after the spawn
 # (imports, migration, model load, start-up settlement); "burst" at a random point of the work.
-KILL_PLAN = ("startup", "burst", "burst", "burst", "startup", "burst", "burst", "burst") * 3
+# Twice over (16 starts): a third round cost 70 s of a suite that must stay under 10 minutes.
+KILL_PLAN = ("startup", "burst", "burst", "burst", "startup", "burst", "burst", "burst") * 2
 BATCH_SIZE = 16
 DRAIN_TIMEOUT = 180.0
 POLL = 0.02  # the kill moments are found by polling: fine enough to land inside a batch
@@ -256,7 +257,7 @@ def print_figures(run: KillRun, seed: int, drain: float, total: float, violation
 
 @pytest.mark.fault
 @pytest.mark.slow
-def test_sigkill_at_24_random_moments_of_a_1000_file_burst_loses_nothing(
+def test_sigkill_at_16_random_moments_of_a_1000_file_burst_loses_nothing(
     tmp_path: Path, tiny_model_dir: Path, kill_seed: int
 ) -> None:
     seed = kill_seed
@@ -290,8 +291,9 @@ def test_sigkill_at_24_random_moments_of_a_1000_file_burst_loses_nothing(
     assert violations == [], f"{note}: {violations[:20]}"
     classified = scalar(station, "SELECT count(*) FROM classifications")
     assert classified == len(burst.contents("good")), f"classified twice or not at all {note}"
-    assert len(run.kills) >= 20
-    # A third of the kills at least must interrupt work in progress (runs here give 10-11 of
-    # 24: start-up kills and waves the daemon clears before the kill moment make up the rest).
-    assert sum(k.mid_work for k in run.kills) >= 8, f"kills did not land mid-work {note}"
+    assert len(run.kills) == len(KILL_PLAN)
+    # A third of the kills at least must interrupt work in progress (runs gave 10-11 of 24
+    # with three rounds: start-up kills and waves the daemon clears before the kill moment
+    # make up the rest).
+    assert sum(k.mid_work for k in run.kills) >= 5, f"kills did not land mid-work {note}"
     assert check_invariant(station, burst.contents()) == []
