@@ -259,9 +259,12 @@ class Worker:
     def _vanished(self, decoded: Decoded) -> None:
         gone = decoded.outcome.gone
         assert gone is not None
-        logger.warning("%s: %s", decoded.item.path, gone)
-        self._store.record_vanished(decoded.item.id, gone)
-        self._on_content_changed(Path(decoded.item.path))
+        path = decoded.item.path
+        if self._store.record_vanished(decoded.item.id, gone, path):
+            logger.warning("%s: %s", path, gone)
+        else:
+            logger.info("%s: renamed in the inbox while queued; read from its new name", path)
+        self._on_content_changed(Path(path))
 
 
 _DB_RETRY = 2.0

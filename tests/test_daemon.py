@@ -661,6 +661,33 @@ def test_vanished_content_is_classified_when_it_arrives_again(
     assert check_invariant(station, {sha256_hex(data)}) == []
 
 
+def test_a_frame_renamed_in_the_inbox_while_queued_is_classified_under_its_new_name(
+    station: Station, decode_gate: DecodeGate
+) -> None:
+    """Renamed (or moved to a sub-folder) after it was queued and before it was read: the same
+    frame under a new name. It used to be filed in archive/duplicates, never classified."""
+    data = noise_jpeg(35)
+    first = station.inbox / "IMG_0011.JPG"
+    renamed = station.inbox / "sorted" / "IMG_0011.JPG"
+    with daemon_thread(station):
+        decode_gate.held_names.add(first.name)
+        write_file(first, data)
+        wait_until(lambda: image_row(station, first) is not None, "the first name's row")
+        renamed.parent.mkdir()
+        first.rename(renamed)
+        wait_until(
+            lambda: image_row(station, renamed) is not None or count(station, "duplicates") > 0,
+            "the new name recorded",
+        )
+        decode_gate.release()
+        wait_until(lambda: row_done(station, renamed), "the renamed frame's outcome")
+        wait_settled(station, images=1)
+    assert count(station, "images") == 1
+    assert count(station, "duplicates") == 0
+    assert_classified(station, image_row(station, renamed), sha256_hex(data))
+    assert check_invariant(station, {sha256_hex(data)}) == []
+
+
 def test_classified_content_that_vanished_is_filed_when_it_arrives_again(
     station: Station, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -165,6 +166,12 @@ class Store(StuckMoves, Activity):
             return ArrivalOutcome.NEW
         if self._waiting_here(session, image, path):
             return ArrivalOutcome.ALREADY_KNOWN
+        if image.state == ImageState.QUEUED and not os.path.lexists(image.original_path):
+            # Renamed inside the inbox before it was read (a person tidying, an FTP client
+            # renaming after upload): the same frame under a new name, never a duplicate of
+            # itself, or the frame would go to archive/duplicates unclassified.
+            image.original_path, image.original_name = path, os.path.basename(path)
+            return ArrivalOutcome.NEW
         if image.decision == ImageDecision.VANISHED:
             # Its file left before it was sorted: this copy takes its place, or the frame
             # would be filed as a duplicate of an image that was never looked at or kept.
@@ -228,13 +235,18 @@ class Store(StuckMoves, Activity):
                 image.decision = ImageDecision.QUARANTINED
             return image.attempts
 
-    def record_vanished(self, image_id: int, reason: str) -> None:
+    def record_vanished(self, image_id: int, reason: str, path: str) -> bool:
+        """Close an image whose file left `path`; False when it was meanwhile found under
+        another name (renamed in the inbox), and stays queued to be read from there."""
         with self._writing() as session:
             image = session.get_one(Image, image_id)
+            if image.original_path != path:
+                return False
             image.state = ImageState.DONE
             image.decision = ImageDecision.VANISHED
             image.last_error = reason
             image.done_at = utcnow()
+            return True
 
     # --- moves ----------------------------------------------------------------------------------
 
