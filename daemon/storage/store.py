@@ -170,7 +170,7 @@ class Store(StuckMoves, Activity):
             # Renamed inside the inbox before it was read (a person tidying, an FTP client
             # renaming after upload): the same frame under a new name, never a duplicate of
             # itself, or the frame would go to archive/duplicates unclassified.
-            image.original_path, image.original_name = path, os.path.basename(path)
+            image.original_path, image.original_name = path, path.rsplit("/", 1)[-1]
             return ArrivalOutcome.NEW
         if image.decision == ImageDecision.VANISHED:
             # Its file left before it was sorted: this copy takes its place, or the frame
