@@ -157,4 +157,6 @@ def _last_error(report: StatusReport) -> str:
     error = report.last_error
     if error is None:
         return "none"
-    return f"{error['at']} {error['path']}: {error['reason']}"
+    # Decode errors are stored as "<path>: <reason>" already; the path is said once.
+    reason = error["reason"].removeprefix(f"{error['path']}: ")
+    return f"{error['at']} {error['path']}: {reason}"

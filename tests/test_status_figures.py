@@ -156,3 +156,16 @@ def test_status_of_a_queue_that_does_not_drain(station: Station) -> None:
     assert str(report["watchdog"]).startswith("withheld: stalled: 10 entries waiting")
     assert "10 waiting, no estimate while nothing drains" in text
     assert report["last_error"] is None
+
+
+def test_the_last_error_names_its_file_once(station: Station) -> None:
+    """Decode errors are stored as "<path>: <reason>"; status used to print the path twice."""
+    now = datetime.now(UTC)
+    bad = station.root / "inbox" / "BAD_0026.JPG"
+    error = f"{bad}: image file is truncated (110 bytes not processed)"
+    write_rows(station, [image(bad, now, done_minutes_ago=1, error=error)])
+
+    line = next(line for line in status(station).splitlines() if line.startswith("last error:"))
+
+    assert line.endswith(f" {bad}: image file is truncated (110 bytes not processed)")
+    assert line.count(str(bad)) == 1
