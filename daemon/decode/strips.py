@@ -61,7 +61,7 @@ def _strip_rows(pixels: npt.NDArray[np.uint8]) -> int:
     level = _strip_level(window[: EDGE_ROWS + 1])
     if level is None:
         return 0
-    distance = np.abs(window.astype(np.int16) - level).max(axis=2)
+    distance = _distance(window, level)
     background = distance <= TOLERANCE
     share = background.mean(axis=1)
     inside = np.flatnonzero(share[: EDGE_ROWS + 1] >= ROW_BACKGROUND)
@@ -77,6 +77,14 @@ def _strip_rows(pixels: npt.NDArray[np.uint8]) -> int:
     if not _spans_width(background[band]):
         return 0
     return rows if _has_ink(distance[band]) else 0
+
+
+def _distance(window: npt.NDArray[np.uint8], level: int) -> npt.NDArray[np.int16]:
+    """Per pixel, the largest difference of a channel from `level` (channel by channel: numpy
+    reduces a length-3 last axis far slower than it combines planes)."""
+    red, green, blue = (np.abs(window[:, :, channel] - np.int16(level)) for channel in range(3))
+    distance: npt.NDArray[np.int16] = np.maximum(np.maximum(red, green), blue)
+    return distance
 
 
 def _strip_level(edge: npt.NDArray[np.uint8]) -> int | None:
