@@ -27,6 +27,9 @@ def _camera_key(value: str) -> str:
     return key
 
 
+MAX_CUT = 0.5  # the most of a frame's height a camera's strips may take, top and bottom together
+
+
 class _Section(BaseModel):
     # As daemon.config's sections: immutable, no unknown keys, no infinities.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -44,6 +47,10 @@ class CameraStrips(_Section):
     def _one_way(self) -> "CameraStrips":
         if self.detect and (self.top or self.bottom):
             raise _problems([(("detect",), "give either detect: true or top/bottom, not both")])
+        if self.top + self.bottom > MAX_CUT:
+            # What is left must still be a picture: a sliver would become dozens of crops.
+            message = f"top and bottom together must be at most {MAX_CUT:g} of the height"
+            raise _problems([(("bottom",), message)])
         return self
 
 

@@ -286,6 +286,7 @@ def test_strips_section_is_read_with_camera_names_normalised(tmp_path: Path) -> 
         ),
         ([{"camera": "a", "detect": True, "bottom": 0.1}], "strips.cameras[0].detect: give either"),
         ([{"camera": "a", "top": 0.5}], "strips.cameras[0].top: must be less than 0.5"),
+        ([{"camera": "a", "top": 0.3, "bottom": 0.3}], "strips.cameras[0].bottom: top and"),
         ([{"camera": "  ", "top": 0.1}], "strips.cameras[0].camera: must not be empty"),
     ],
 )
