@@ -79,7 +79,8 @@ class ClassifiedImage:
     camera_make: str | None
     camera_model: str | None
     infrared: bool | None = None  # grey (night infrared) content, judged from the pixels
-    strips: tuple[int, int] = (0, 0)  # info strip rows cut (top, bottom), original pixels
+    # Info strip rows cut (top, bottom), in the original's pixels; None: not looked for.
+    strips: tuple[int, int] | None = None
     # (positive, uncertain) this image was decided with (infrared frames have their own);
     # None: the ModelInfo's.
     thresholds: tuple[float, float] | None = None
@@ -218,8 +219,8 @@ class Store(StuckMoves, Activity):
                         camera_make=result.camera_make,
                         camera_model=result.camera_model,
                         infrared=result.infrared,
-                        strip_top=result.strips[0],
-                        strip_bottom=result.strips[1],
+                        strip_top=None if result.strips is None else result.strips[0],
+                        strip_bottom=None if result.strips is None else result.strips[1],
                     )
                 )
 
