@@ -38,6 +38,7 @@ from daemon.config_fields import upper as _upper
 from daemon.config_labels import DEFAULT_LABELS as DEFAULT_LABELS  # re-exported
 from daemon.config_labels import Label as Label  # re-exported: callers import it from here
 from daemon.config_labels import duplicate_labels, label_set_problems
+from daemon.config_strips import Strips
 from daemon.config_yaml import read_yaml
 
 logger = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ class Logging(_Section):
 
 
 # Config fields that hold a whole section: a missing or empty section means "all defaults".
-_SECTIONS = ("database", "model", "decision", "images", "watch", "worker", "logging")
+_SECTIONS = ("database", "model", "decision", "images", "strips", "watch", "worker", "logging")
 # Config fields set by the loader, never read from YAML.
 _LOADER_FIELDS = frozenset({"source"})
 
@@ -314,6 +315,7 @@ class Config(_Section):
     labels: tuple[Label, ...] = DEFAULT_LABELS
     decision: Decision = Field(default_factory=Decision)
     images: Images = Field(default_factory=Images)
+    strips: Strips = Field(default_factory=Strips)
     watch: Watch = Field(default_factory=Watch)
     worker: Worker = Field(default_factory=Worker)
     files: Files = Field(default_factory=Files)

@@ -116,6 +116,7 @@ class Worker:
             max_file_bytes=images.max_file_bytes,
             inboxes=tuple(str(inbox.path) for inbox in self._config.paths.inbox),
             view=self._config.model.view,
+            strips=self._config.strips,
         )
         future = self._decoder.submit(job)
         future.add_done_callback(lambda _: self._finished_at.__setitem__(item.id, time.monotonic()))
@@ -233,6 +234,8 @@ class Worker:
             capture_time=outcome.capture_time,
             camera_make=outcome.camera_make,
             camera_model=outcome.camera_model,
+            infrared=outcome.infrared,
+            strips=(outcome.strip_top, outcome.strip_bottom),
             thresholds=(positive, uncertain),
             head_id=None if self._head is None else self._head.id,
         )

@@ -157,6 +157,9 @@ def expected_decision(score: float) -> str:
 
 
 VIEWS_LINE = re.compile(r"^  (day|infrared) prompts; views' target scores \(\* chosen\): .*\*")
+FRAME_LINE = re.compile(
+    r"^  frame: (colour|infrared \(grey\)); info strips cut: (none|top \d+ px, bottom \d+ px)$"
+)
 
 
 def parse_text(out: str) -> list[TextResult]:
@@ -171,8 +174,9 @@ def parse_text(out: str) -> list[TextResult]:
 
 
 def _parse_block(block: list[str]) -> TextResult:
-    path, *label_lines, target_line, views_line = block
+    path, *label_lines, target_line, views_line, frame_line = block
     assert VIEWS_LINE.match(views_line), f"not a views line: {views_line!r}"
+    assert FRAME_LINE.match(frame_line), f"not a frame line: {frame_line!r}"
     probabilities = []
     for line in label_lines:
         match = LABEL_LINE.match(line)
@@ -417,6 +421,8 @@ def test_classify_json_has_exact_keys_and_consistent_scores(
             "target_score",
             "decision",
             "infrared",
+            "strip_top",
+            "strip_bottom",
             "view",
             "views",
         }

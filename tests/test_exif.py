@@ -12,8 +12,10 @@ from PIL import Image
 
 from daemon.decode.exif import (
     EMPTY_METADATA,
+    Camera,
     CameraMetadata,
     clean_text,
+    normalised_camera,
     parse_exif_datetime,
     read_metadata,
 )
@@ -126,6 +128,64 @@ def test_reconyx_spellings_compare_equal_case_insensitively() -> None:
     assert first is not None and second is not None
     assert first != second
     assert first.casefold() == second.casefold()
+
+
+# --- normalised camera names ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("relative", "expected"),
+    [
+        ("other_animal/nacti.jpg", Camera("reconyx", "hc550 hyperfire")),  # Model NUL-padded
+        (
+            # 'Reconyx  ' and 'RC55 RAPIDFIRE' + 15 NULs
+            "night_ir/missouri_camera_traps_Set1_1.02-Agouti_SEQ89823_SEQ89823_IMG_0002.JPG",
+            Camera("reconyx", "rc55 rapidfire"),
+        ),
+        (
+            "other_animal/snapshot_serengeti_S5_U10_U10_R4_S5_U10_R4_IMAG3595.JPG",
+            Camera("bolymedia", "sg565fv"),  # both space-padded
+        ),
+        # 7 NUL bytes in each; Software 'DL560PBNx02020' names the camera.
+        ("other_animal/S1_D04_R6_PICT0128.JPG", Camera("covert", "dl560pbn")),
+        # Make BUSHNELL, Model 19 NULs, Software 'BS686BWNx14241'.
+        ("night_ir/orinoquia-thumb-web.jpg", Camera("bushnell", "bs686bwn")),
+        ("empty/blank3.jpg", Camera("bushnell", "bs682bwn")),  # NULs; Software 'BS682BWNx0110E'
+        ("other_animal/african_elephants.jpg", Camera(None, "4580bwdl")),  # a vendor not known
+        (
+            "other_animal/snapshot_kruger_KRU_S1_25_25_R1_KRU_S1_25_R1_IMAG0012.JPG",
+            Camera("cuddeback", "c2"),  # Software '1200 FW 6.0.0' is no model: not used
+        ),
+        ("other_animal/idaho-camera-traps.jpg", Camera("reconyx", "ultrafire")),
+        ("empty/empty.jpg", Camera(None, None)),
+    ],
+)
+def test_sample_cameras_are_normalised(relative: str, expected: Camera) -> None:
+    with open_sample(relative) as image:
+        assert normalised_camera(read_metadata(image, name=relative)) == expected
+
+
+def test_a_swapped_make_and_model_are_put_back() -> None:
+    exif = exif_with({MAKE: "Ambush IR", MODEL: "CUDDEBACK\x00\x00"})
+    camera = normalised_camera(read_metadata(jpeg_with_exif(exif), name="x"))
+    assert camera == Camera("cuddeback", "ambush ir")
+    assert camera.name == "cuddeback ambush ir"
+
+
+def test_a_vendor_name_in_both_fields_is_left_as_written() -> None:
+    exif = exif_with({MAKE: "RECONYX", MODEL: "Reconyx"})
+    assert normalised_camera(read_metadata(jpeg_with_exif(exif), name="x")) == Camera(
+        "reconyx", "reconyx"
+    )
+
+
+def test_software_names_the_camera_only_when_model_is_empty() -> None:
+    exif = exif_with({MAKE: "BUSHNELL", MODEL: "119876", SOFTWARE: "BS686BWNx14241"})
+    assert normalised_camera(read_metadata(jpeg_with_exif(exif), name="x")) == Camera(
+        "bushnell", "119876"
+    )
+    assert Camera(None, None).name is None
+    assert Camera(None, "dl560pbn").name == "dl560pbn"
 
 
 # --- capture time --------------------------------------------------------------------------------

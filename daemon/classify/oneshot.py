@@ -18,6 +18,7 @@ class FileOutcome:
     classification: Classification | None = None
     decision: Decision | None = None
     error: str | None = None
+    strips: tuple[int, int] = (0, 0)  # info strip rows cut (top, bottom), original pixels
 
 
 def classify_files(
@@ -43,7 +44,7 @@ def classify_files(
             if path in failed:
                 yield FileOutcome(path=path, error=failed[path])
             else:
-                yield _outcome(path, by_path[path], config)
+                yield _outcome(path, by_path[path], config, decoded[path])
 
 
 def _decode(path: Path, config: Config, classifier: ClipClassifier) -> dict[str, object]:
@@ -64,13 +65,21 @@ def _decode(path: Path, config: Config, classifier: ClipClassifier) -> dict[str,
         draft_size=classifier.input_size,
         spec=classifier.preprocess_spec,
         view=config.model.view,
+        strips=config.strips,
     )
     return decode_bytes(data, job)
 
 
-def _outcome(path: Path, classification: Classification, config: Config) -> FileOutcome:
+def _outcome(
+    path: Path, classification: Classification, config: Config, fields: dict[str, object]
+) -> FileOutcome:
     positive, uncertain = config.decision.thresholds(infrared=classification.infrared)
     decision = decide(
         classification.target_score, positive_threshold=positive, uncertain_threshold=uncertain
     )
-    return FileOutcome(path=path, classification=classification, decision=decision)
+    strips = (_rows(fields.get("strip_top")), _rows(fields.get("strip_bottom")))
+    return FileOutcome(path=path, classification=classification, decision=decision, strips=strips)
+
+
+def _rows(value: object) -> int:
+    return value if isinstance(value, int) else 0

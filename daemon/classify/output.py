@@ -25,6 +25,7 @@ def print_text(outcomes: Sequence[FileOutcome]) -> None:
             print(f"  {label:<{width}}  {probability:.3f}")
         print(f"  target score {outcome.classification.target_score:.3f}: {outcome.decision}")
         print(f"  {_views_line(outcome.classification)}")
+        print(f"  {_frame_line(outcome)}")
 
 
 def _views_line(classification: Classification) -> str:
@@ -34,6 +35,14 @@ def _views_line(classification: Classification) -> str:
         for index, view in enumerate(classification.views)
     )
     return f"{light} prompts; views' target scores (* chosen): {scores}"
+
+
+def _frame_line(outcome: FileOutcome) -> str:
+    assert outcome.classification is not None
+    light = "infrared (grey)" if outcome.classification.infrared else "colour"
+    top, bottom = outcome.strips
+    cut = f"top {top} px, bottom {bottom} px" if top or bottom else "none"
+    return f"frame: {light}; info strips cut: {cut}"
 
 
 def print_json(outcomes: Sequence[FileOutcome]) -> None:
@@ -50,6 +59,8 @@ def _as_json(outcome: FileOutcome) -> dict[str, object]:
         "target_score": outcome.classification.target_score,
         "decision": str(outcome.decision),
         "infrared": outcome.classification.infrared,
+        "strip_top": outcome.strips[0],
+        "strip_bottom": outcome.strips[1],
         "view": outcome.classification.view,
         "views": [
             {"target_score": view.target_score, "probabilities": view.probabilities}

@@ -39,10 +39,9 @@ class CameraMetadata:
     """What the camera says about a frame; every field is None (or False) when unknown.
 
     Text fields keep the camera's own spelling ("BolyMedia", "RECONYX", "Reconyx") with NUL
-    padding, control characters and runs of whitespace removed, so they read well in reports;
-    compare them with ``str.casefold()``. Some vendors fill Make/Model with NULs and are known only
-    by ``software`` (e.g. 'DL560PBNx02020'); old Cuddebacks swap Make and Model. Both are kept as
-    written: guessing the vendor is the caller's business.
+    padding, control characters and runs of whitespace removed. Some vendors fill Make/Model with
+    NULs and are known only by ``software`` (e.g. 'DL560PBNx02020'); old Cuddebacks swap Make and
+    Model. `normalised_camera` turns these into the names the daemon records and matches.
     """
 
     capture_time: datetime | None = None  # naive camera-local time; camera clocks can be off
@@ -52,6 +51,34 @@ class CameraMetadata:
 
 
 EMPTY_METADATA = CameraMetadata()
+
+# Firmware builds some vendors write as Software while Make/Model are NULs: a model code, "x",
+# a build number ('BS686BWNx14241', 'DL560PBNx02020'). The code names the camera model.
+_FIRMWARE = re.compile(r"([0-9a-z]{4,12})x[0-9a-f]{3,8}")
+# Vendors of firmware codes, by prefix, as the samples show them: 'BS...' on frames whose Make
+# says BUSHNELL (and a Bushnell logo in the strip), 'DL...' under a 'DLCcovert.com' strip.
+_FIRMWARE_VENDORS = {"bs": "bushnell", "dl": "covert"}
+# Vendor names as cameras write them in Make: one in Model (and not in Make) means the two are
+# swapped, as old Cuddebacks do.
+_VENDORS = frozenset(
+    {
+        "bolymedia", "browning", "bushnell", "covert", "cuddeback", "moultrie", "primos",
+        "reconyx", "scoutguard", "spypoint", "stealth cam", "uway", "wildgame",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A camera's normalised Make and Model: case-folded, vendor known, never swapped."""
+
+    make: str | None = None
+    model: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        """'make model' (either alone when the other is unknown): the key of per-camera settings."""
+        return " ".join(part for part in (self.make, self.model) if part) or None
 
 
 def read_metadata(image: Image.Image, *, name: str) -> CameraMetadata:
@@ -74,6 +101,24 @@ def read_metadata(image: Image.Image, *, name: str) -> CameraMetadata:
         camera_model=clean_text(base.get(_MODEL)),
         software=clean_text(base.get(_SOFTWARE)),
     )
+
+
+def normalised_camera(metadata: CameraMetadata) -> Camera:
+    """The camera as recorded: NULs and padding gone (see `clean_text`), case folded, Make and
+    Model put back in place when Model holds a vendor name, the model taken from a firmware
+    Software string when Model is empty."""
+    make, model = _folded(metadata.camera_make), _folded(metadata.camera_model)
+    if model in _VENDORS and make not in _VENDORS:
+        make, model = model, make
+    firmware = _FIRMWARE.fullmatch(_folded(metadata.software) or "")
+    if model is None and firmware is not None:
+        model = firmware.group(1)
+        make = make or _FIRMWARE_VENDORS.get(model[:2])
+    return Camera(make=make, model=model)
+
+
+def _folded(text: str | None) -> str | None:
+    return None if text is None else text.casefold()
 
 
 def clean_text(value: object) -> str | None:

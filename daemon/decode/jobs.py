@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.beneath import UnsafePathError, folder_beneath
+from daemon.config_strips import Strips
+from daemon.decode.exif import normalised_camera
+from daemon.decode.frame import prepare_frame
 from daemon.decode.imaging import ImageError, decode_image
 from daemon.decode.preprocess import PreprocessSpec
 from daemon.decode.views import View, to_views
@@ -41,6 +44,8 @@ class DecodeJob:
     # Empty: read by path (tools and tests outside the daemon).
     inboxes: tuple[str, ...] = ()
     view: View = "center"  # model.view: which views of the frame the model sees
+    # The `strips:` section: info strips found, or cut as configured per camera.
+    strips: Strips = field(default_factory=Strips)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays has no single truth value
@@ -49,8 +54,10 @@ class DecodeOutcome:
 
     pixels: npt.NDArray[np.float32] | None = None  # (V, 3, S, S) when decoded: one per view
     infrared: bool = False  # a night (infrared) frame: its own prompts and thresholds
+    strip_top: int = 0  # info strip rows cut before the views, in pixels of the original frame
+    strip_bottom: int = 0
     capture_time: datetime | None = None
-    camera_make: str | None = None
+    camera_make: str | None = None  # normalised (see decode.exif.normalised_camera)
     camera_model: str | None = None
     error: str | None = None  # "<path>: <reason>"
     gone: str | None = None  # the queued content is no longer at its path
@@ -90,17 +97,21 @@ def decode_bytes(data: bytes, job: DecodeJob) -> dict[str, Any]:
             max_pixels=job.max_pixels,
             draft_size=job.draft_size,
         )
-        pixels = to_views(decoded.image, job.spec, job.view)
+        camera = normalised_camera(decoded.metadata)
+        frame = prepare_frame(decoded, job.strips, camera.name)
+        pixels = to_views(frame.image, job.spec, job.view)
     except ImageError as err:
         return {"error": str(err)}
     except Exception as err:  # a decoder bug must fail this file only
         return {"error": f"{job.path}: unexpected decoder failure: {err!r}"}
-    metadata = decoded.metadata
     return {
         "pixels": pixels,
-        "capture_time": metadata.capture_time,
-        "camera_make": metadata.camera_make,
-        "camera_model": metadata.camera_model,
+        "infrared": frame.infrared,
+        "strip_top": frame.strip_top,
+        "strip_bottom": frame.strip_bottom,
+        "capture_time": decoded.metadata.capture_time,
+        "camera_make": camera.make,
+        "camera_model": camera.model,
     }
 
 

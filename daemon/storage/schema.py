@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -243,6 +244,11 @@ class Image(Base):
     capture_time: Mapped[datetime | None] = mapped_column(DateTime)  # camera-local, naive
     camera_make: Mapped[str | None] = mapped_column(String(128))
     camera_model: Mapped[str | None] = mapped_column(String(128))
+    # Judged from the pixels when classified (NULL until then): grey content, a night IR frame.
+    infrared: Mapped[bool | None] = mapped_column(Boolean)
+    # Info strip rows cut before the model saw the frame, in the original's pixels (0: none).
+    strip_top: Mapped[int | None] = mapped_column(Integer)
+    strip_bottom: Mapped[int | None] = mapped_column(Integer)
 
     classifications: Mapped[list[Classification]] = relationship(
         back_populates="image",

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.outcomes import Decision, Destination, destination_for
 from daemon.storage.activity import Activity
 from daemon.storage.database import deferred, session_factory
+from daemon.storage.results import classification_row
 from daemon.storage.schema import (
     Classification,
     Duplicate,
@@ -78,6 +79,9 @@ class ClassifiedImage:
     capture_time: datetime | None
     camera_make: str | None
     camera_model: str | None
+    infrared: bool | None = None  # grey (night infrared) content, judged from the pixels
+    # Info strip rows cut (top, bottom), in the original's pixels; None: not looked for.
+    strips: tuple[int, int] | None = None
     # (positive, uncertain) this image was decided with (infrared frames have their own);
     # None: the ModelInfo's.
     thresholds: tuple[float, float] | None = None
@@ -211,7 +215,7 @@ class Store(StuckMoves, Activity):
         labels = [{"text": text, "target": target} for text, target in model.labels]
         with self._writing() as session:
             for result in results:
-                session.add(_classification_row(result, model, labels))
+                session.add(classification_row(result, model, labels))
                 session.execute(
                     update(Image)
                     .where(Image.id == result.image_id, Image.state == ImageState.QUEUED)
@@ -221,6 +225,9 @@ class Store(StuckMoves, Activity):
                         capture_time=result.capture_time,
                         camera_make=result.camera_make,
                         camera_model=result.camera_model,
+                        infrared=result.infrared,
+                        strip_top=None if result.strips is None else result.strips[0],
+                        strip_bottom=None if result.strips is None else result.strips[1],
                     )
                 )
 
@@ -378,29 +385,6 @@ def _revive(session: Session, image: Image, path: str, size: int) -> None:
     image.decision = None if decided is None else ImageDecision(decided.value)
     image.attempts = 0
     image.last_error = image.intended_path = image.final_path = image.done_at = None
-
-
-def _classification_row(
-    result: ClassifiedImage, model: ModelInfo, labels: list[dict[str, object]]
-) -> Classification:
-    positive, uncertain = result.thresholds or (model.positive_threshold, model.uncertain_threshold)
-    return Classification(
-        image_id=result.image_id,
-        model_name=model.name,
-        model_revision=model.revision,
-        precision=model.precision,
-        labels=labels,
-        probabilities=result.probabilities,
-        target_score=result.target_score,
-        decision=result.decision.value,
-        positive_threshold=positive,
-        uncertain_threshold=uncertain,
-        decode_ms=result.decode_ms,
-        inference_ms=result.inference_ms,
-        embedding=result.embedding,
-        embedding_dim=result.embedding_dim,
-        head_id=result.head_id,
-    )
 
 
 def _row(session: Session, kind: RowKind, row_id: int) -> Image | Duplicate | Reject:
