@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-import numpy as np
-
 from daemon.classify.classifier import ClipClassifier, load_for_config
 from daemon.classify.precision import use_threads
 from daemon.config import Config
@@ -30,6 +28,7 @@ from daemon.progress import ProgressWatch
 from daemon.schedule import start_wall_clock_jobs
 from daemon.staff.folder_verdicts import FolderVerdicts
 from daemon.staff.folders import VerdictFolders, verdict_folders
+from daemon.staff.head_choice import configured_head
 from daemon.storage.database import create_db_engine, upgrade_database
 from daemon.storage.instance import InstanceLock, lock_database
 from daemon.storage.staff import StaffStore
@@ -201,22 +200,9 @@ def _load_head(config: Config, model_name: str) -> LinearHead | None:
         return None
     engine = create_db_engine(config.database.url)
     try:
-        stored = StaffStore(engine).head(config.model.head)
+        return configured_head(StaffStore(engine), config.model.head, model_name)
     finally:
         engine.dispose()
-    if stored is None:
-        logger.error("model.head: %s: no such head saved; using zero-shot", config.model.head)
-        return None
-    if stored.model_name != model_name:
-        logger.error(
-            "model.head: head %d was trained on %s, not %s; using zero-shot",
-            stored.id,
-            stored.model_name,
-            model_name,
-        )
-        return None
-    logger.info("using head %d (%d verdicts)", stored.id, stored.verdict_count)
-    return LinearHead(stored.id, np.asarray(stored.weights, dtype=np.float64), stored.bias)
 
 
 def _load_classifier(config: Config) -> ClipClassifier:
