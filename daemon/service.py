@@ -144,8 +144,8 @@ def _run(
             if wall_clock_jobs is not None:
                 wall_clock_jobs.shutdown(wait=True)  # a backup under way is finished, not cut
             parts.watcher.stop()
-            parts.verdicts.stop()
             threads.stop_all()
+            parts.verdicts.stop()  # after its loop has ended: that loop restarts a dead watch
     finally:
         parts.decoder.close()
     logger.info("stopped")
