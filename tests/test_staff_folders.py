@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import main
+from daemon.config import ConfigError
 from daemon.intake.names import NameFilter
 from daemon.staff.audit import draw_audit
 from daemon.staff.folder_verdicts import FolderVerdicts
@@ -246,3 +247,19 @@ def test_verdict_folder_names_come_from_the_configuration(
         TIGER: config.paths.review / "вердикты" / "тигр",
         NOT_TIGER: config.paths.review / "вердикты" / "не-тигр",
     }
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"tiger": "same", "not_tiger": "same"}, "verdicts.not_tiger: must differ"),
+        ({"folder": "a/b"}, "verdicts.folder: must be one folder name"),
+        ({"tiger": ".hidden"}, "verdicts.tiger: must be one folder name"),
+    ],
+)
+def test_bad_verdict_folder_names_are_refused(
+    tmp_path: Path, tiny_model_dir: Path, settings: dict[str, object], message: str
+) -> None:
+    station = make_station(tmp_path / "station", tiny_model_dir, verdicts=settings)
+    with pytest.raises(ConfigError, match=message):
+        station.config()
