@@ -293,6 +293,31 @@ class Files(_Section):
     mode: Annotated[int | None, BeforeValidator(_file_mode)] = None
 
 
+def _folder_name(value: str) -> str:
+    if value in (".", "..") or "/" in value or value.startswith("."):
+        raise _problem("must be one folder name: no '/', not hidden, not '.' or '..'")
+    return value
+
+
+FolderName = Annotated[Text, AfterValidator(_folder_name)]
+
+
+class Verdicts(_Section):
+    """The verdict folders inside the review folder: staff move a frame there to judge it."""
+
+    folder: FolderName = "verdicts"  # <review>/<folder>/<tiger> and .../<not_tiger>
+    tiger: FolderName = "tiger"
+    not_tiger: FolderName = "not-tiger"
+    # Events are hints (and a Samba share on another host raises none): a scan on this period.
+    rescan_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _two_folders(self) -> "Verdicts":
+        if self.tiger == self.not_tiger:
+            raise _problems([(("not_tiger",), "must differ from verdicts.tiger")])
+        return self
+
+
 class Logging(_Section):
     """How much the daemon logs."""
 
@@ -300,7 +325,17 @@ class Logging(_Section):
 
 
 # Config fields that hold a whole section: a missing or empty section means "all defaults".
-_SECTIONS = ("database", "model", "decision", "images", "strips", "watch", "worker", "logging")
+_SECTIONS = (
+    "database",
+    "model",
+    "decision",
+    "images",
+    "strips",
+    "watch",
+    "worker",
+    "verdicts",
+    "logging",
+)
 # Config fields set by the loader, never read from YAML.
 _LOADER_FIELDS = frozenset({"source"})
 
@@ -319,6 +354,7 @@ class Config(_Section):
     watch: Watch = Field(default_factory=Watch)
     worker: Worker = Field(default_factory=Worker)
     files: Files = Field(default_factory=Files)
+    verdicts: Verdicts = Field(default_factory=Verdicts)
     logging: Logging = Field(default_factory=Logging)
     source: Path
 

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-import numpy as np
-
 from daemon.classify.classifier import ClipClassifier, load_for_config
 from daemon.classify.precision import use_threads
 from daemon.config import Config
@@ -28,6 +26,9 @@ from daemon.intake.watcher import InboxWatcher, WatchedInbox
 from daemon.notify import SystemdNotifier
 from daemon.progress import ProgressWatch
 from daemon.schedule import start_wall_clock_jobs
+from daemon.staff.folder_verdicts import FolderVerdicts
+from daemon.staff.folders import VerdictFolders, verdict_folders
+from daemon.staff.head_choice import configured_head
 from daemon.storage.database import create_db_engine, upgrade_database
 from daemon.storage.instance import InstanceLock, lock_database
 from daemon.storage.staff import StaffStore
@@ -71,6 +72,8 @@ class _Parts:
     watcher: InboxWatcher
     worker: Worker
     routing: RoutingLoop
+    verdicts: VerdictFolders
+    recorder: FolderVerdicts
 
 
 def run_daemon(
@@ -130,6 +133,7 @@ def _run(
         threads.start("intake", lambda: _intake_loop(parts.intake, threads.stop, rescan_every))
         threads.start("worker", parts.worker.run)
         threads.start("routing", parts.routing.run)
+        _start_verdict_folders(config, parts, threads)
         stopping.notifier.ready(f"watching {len(config.paths.inbox)} inbox(es)")
         _log_ready(config, parts.classifier, time.monotonic() - started)
         wall_clock_jobs = start_wall_clock_jobs(config)
@@ -141,6 +145,7 @@ def _run(
                 wall_clock_jobs.shutdown(wait=True)  # a backup under way is finished, not cut
             parts.watcher.stop()
             threads.stop_all()
+            parts.verdicts.stop()  # after its loop has ended: that loop restarts a dead watch
     finally:
         parts.decoder.close()
     logger.info("stopped")
@@ -186,7 +191,7 @@ def _build(
         on_content_changed=intake.hint,
         head=_load_head(config, classifier.model_name),
     )
-    return _Parts(classifier, decoder, intake, watcher, worker, routing)
+    return _Parts(classifier, decoder, intake, watcher, worker, routing, *_verdicts(config))
 
 
 def _load_head(config: Config, model_name: str) -> LinearHead | None:
@@ -195,22 +200,9 @@ def _load_head(config: Config, model_name: str) -> LinearHead | None:
         return None
     engine = create_db_engine(config.database.url)
     try:
-        stored = StaffStore(engine).head(config.model.head)
+        return configured_head(StaffStore(engine), config.model.head, model_name)
     finally:
         engine.dispose()
-    if stored is None:
-        logger.error("model.head: %s: no such head saved; using zero-shot", config.model.head)
-        return None
-    if stored.model_name != model_name:
-        logger.error(
-            "model.head: head %d was trained on %s, not %s; using zero-shot",
-            stored.id,
-            stored.model_name,
-            model_name,
-        )
-        return None
-    logger.info("using head %d (%d verdicts)", stored.id, stored.verdict_count)
-    return LinearHead(stored.id, np.asarray(stored.weights, dtype=np.float64), stored.bias)
 
 
 def _load_classifier(config: Config) -> ClipClassifier:
@@ -305,6 +297,45 @@ def _intake_loop(intake: Intake, stop: threading.Event, rescan_every: float) -> 
             intake.rescan()
             next_rescan = time.monotonic() + rescan_every
         intake.run_once()
+
+
+def _verdicts(config: Config) -> tuple[VerdictFolders, FolderVerdicts]:
+    """The verdict folders' finder and the recorder of what it finds (see daemon/staff/)."""
+    folders = VerdictFolders(
+        config.paths.review,
+        verdict_folders(config.paths.review, config.verdicts),
+        NameFilter(config.images.extensions, config.watch.ignore_patterns),
+    )
+    return folders, FolderVerdicts(StaffStore(create_db_engine(config.database.url)))
+
+
+def _start_verdict_folders(config: Config, parts: _Parts, threads: _Threads) -> None:
+    parts.verdicts.start()
+    every = config.verdicts.rescan_seconds
+    threads.start(
+        "verdicts", lambda: _verdict_loop(parts.verdicts, parts.recorder, threads.stop, every)
+    )
+
+
+def _verdict_loop(
+    folders: VerdictFolders, recorder: FolderVerdicts, stop: threading.Event, every: float
+) -> None:
+    # Scanned at once (verdicts given while the daemon was down), then on the monotonic clock.
+    next_scan = time.monotonic()
+    while not stop.wait(timeout=_INTAKE_TICK_SECONDS):
+        sightings = folders.take()
+        if time.monotonic() >= next_scan:
+            folders.keep_watching()
+            sightings += list(folders.scan())
+            recorder.forget()
+            next_scan = time.monotonic() + every
+        for sighting in sightings:
+            if stop.is_set():
+                return
+            try:
+                recorder.record(sighting)
+            except Exception:  # one file's trouble (or a locked database): retried next scan
+                logger.exception("verdict folder: %s could not be recorded", sighting.path)
 
 
 def _install_signal_handlers(stop: threading.Event) -> list[str]:

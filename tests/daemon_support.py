@@ -419,6 +419,8 @@ def _check_recorded_files(station: Station, config: Config, problems: list[str])
         "quarantined": config.paths.quarantine,
     }
     recorded: set[Path] = set()
+    # Staff judge frames by moving them into the verdict folders: any outcome may end there.
+    sorted_by_staff = config.paths.review / config.verdicts.folder
     rows = query(station, "SELECT id, sha256, decision, final_path FROM images")
     for image_id, sha256, decision, final_path in rows:
         if decision == "vanished" or (final_path is None and _is_stuck(station, image_id)):
@@ -427,7 +429,8 @@ def _check_recorded_files(station: Station, config: Config, problems: list[str])
             problems.append(f"image {image_id} ({decision}) has no final path")
             continue
         path = Path(str(final_path))
-        _check_file(path, str(sha256), roots[str(decision)], problems, recorded)
+        root = sorted_by_staff if sorted_by_staff in path.parents else roots[str(decision)]
+        _check_file(path, str(sha256), root, problems, recorded)
     duplicates = query(
         station,
         "SELECT i.sha256, d.final_path FROM duplicates d JOIN images i ON i.id = d.image_id",
@@ -468,14 +471,30 @@ def _check_file(
         problems.append(f"{path} does not hold the recorded content")
 
 
+def _audited_contents(station: Station) -> list[tuple[object, ...]]:
+    try:
+        sql = "SELECT i.sha256 FROM audit_samples a JOIN images i ON i.id = a.image_id"
+        return query(station, sql)
+    except sqlite3.OperationalError:  # a schema from before the audit
+        return []
+
+
 def _check_destinations_recorded(
     station: Station, recorded: set[Path], problems: list[str]
 ) -> None:
+    # Audit links (and copies of them staff moved into a verdict folder) stand for a frame
+    # recorded elsewhere: the audit_samples table records them, not images.final_path.
+    audit_folder = station.root / "review" / "audit"
+    audited = {row[0] for row in _audited_contents(station)}
     for root in station.destinations():
         if not root.exists():
             continue
         for path in root.rglob("*"):
             if path.is_dir() and not path.is_symlink():
+                continue
+            if path not in recorded and (
+                audit_folder in path.parents or (path.is_file() and sha256_of(path) in audited)
+            ):
                 continue
             if path.name.endswith(".txt"):  # quarantine notes
                 continue

@@ -17,9 +17,7 @@ PACKAGE = REPO_ROOT / "daemon"
 MAX_MODULE_LINES = 450
 # Still over the limit, each capped at its size today so that it can only shrink (the layout
 # issue stays open until this is empty).
-# Grown by this release's merges (the staff commands' handlers), to be split next into a module
-# of their own; the figure may only go down.
-OVER_THE_LIMIT_FOR_NOW = {"daemon/cli.py": 491}
+OVER_THE_LIMIT_FOR_NOW: dict[str, int] = {}
 
 
 def _map_section() -> str:

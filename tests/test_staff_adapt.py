@@ -88,6 +88,13 @@ def test_adapt_learns_infrared_is_tiger_and_the_daemon_uses_the_head(
         # Review or review/uncertain: staff see it (zero-shot sent none to review).
         assert decision in ("positive", "uncertain")
         assert Path(str(final_path)).is_relative_to(station.root / "review")
+    # rescore scores with the same head: the three new frames (the judged ones are left out)
+    # keep the decisions the daemon gave them.
+    capsys.readouterr()
+    assert main(["rescore", "-c", config, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    judged = len(infrared) + len(colour)
+    assert (report["rescored"], report["judged"], report["changed"]) == (3, judged, 0)
 
 
 def test_adapt_refuses_on_too_few_verdicts_with_embeddings(

@@ -174,6 +174,22 @@ class ClipClassifier:
             start = stop
         return results
 
+    def score_embeddings(
+        self, embeddings: npt.NDArray[np.float32], infrared: Sequence[bool]
+    ) -> list[ViewScore]:
+        """Scores of stored image embeddings (N, D) against the current prompts, per light:
+        `tigerwatch rescore` decides again without decoding an image."""
+        if len(embeddings) != len(infrared):
+            raise ValueError(f"{len(embeddings)} embeddings but {len(infrared)} infrared flags")
+        vectors = torch.from_numpy(np.asarray(embeddings, dtype=np.float32)).to(self._device)
+        with torch.inference_mode():
+            day = (self._logit_scale * vectors @ self._text_embeddings.T).softmax(dim=-1)
+            night = (self._logit_scale * vectors @ self._infrared_text_embeddings.T).softmax(dim=-1)
+        return [
+            self._view_score((night if light else day)[row].cpu())
+            for row, light in enumerate(infrared)
+        ]
+
     def _checked(self, views: torch.Tensor) -> torch.Tensor:
         expected = (3, self.input_size, self.input_size)
         if views.ndim != 4 or tuple(views.shape[1:]) != expected or views.shape[0] == 0:

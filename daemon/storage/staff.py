@@ -39,6 +39,17 @@ class NewVerdict:
 
 
 @dataclass(frozen=True)
+class FrameRecord:
+    """What the verdict folders need to know of a frame: where it is, and how staff judged it."""
+
+    image_id: int
+    sha256: str
+    final_path: str | None
+    folder_verdict: VerdictValue | None  # the newest verdict given through the folders
+    audited: bool  # drawn into an audit sample at least once
+
+
+@dataclass(frozen=True)
 class ScoredFrame:
     """An image's latest tiger score, its latest staff verdict (None: not judged) and splits."""
 
@@ -58,6 +69,18 @@ class JudgedEmbedding:
     is_tiger: bool
     model_name: str
     model_revision: str | None
+
+
+@dataclass(frozen=True)
+class StoredEmbedding:
+    """A filed frame's latest classification as `tigerwatch rescore` needs it."""
+
+    image_id: int
+    decision: str  # where the frame is filed now: positive, uncertain or negative
+    embedding: bytes | None  # float32, little-endian; None for rows from before embeddings
+    model_name: str
+    infrared: bool  # False where the database has no images.infrared column
+    judged: bool  # carries a staff verdict
 
 
 @dataclass(frozen=True)
@@ -116,27 +139,47 @@ class StaffStore:
         with self._reading() as session:
             return session.scalars(select(Image.id).where(Image.sha256 == sha256.lower())).first()
 
-    def set_final_path(self, image_id: int, path: str) -> None:
-        """Where the frame now is after staff moved it: the invariant follows the file."""
-        with self._writing() as session:
+    def audit_image_at(self, path: str) -> int | None:
+        """The image an audit link at `path` stands for, if any."""
+        with self._reading() as session:
+            return session.scalars(
+                select(AuditSample.image_id)
+                .where(AuditSample.link_path == path)
+                .order_by(AuditSample.id.desc())
+            ).first()
+
+    def frame_record(self, image_id: int) -> FrameRecord:
+        folder_sources = (VerdictSource.FOLDER, VerdictSource.AUDIT)
+        with self._reading() as session:
             image = session.get_one(Image, image_id)
-            image.final_path = path
+            verdict = session.scalars(
+                select(Verdict.verdict)
+                .where(Verdict.image_id == image_id, Verdict.source.in_(folder_sources))
+                .order_by(Verdict.id.desc())
+            ).first()
+            audited = session.scalars(
+                select(AuditSample.id).where(AuditSample.image_id == image_id)
+            ).first()
+            final = None if image.final_path is None else str(image.final_path)
+            return FrameRecord(image_id, image.sha256, final, verdict, audited is not None)
+
+    def record_sorted(
+        self, image_id: int, verdict: NewVerdict | None, moved_to: str | None
+    ) -> None:
+        """One transaction: where staff moved the frame (the invariant follows the file) and
+        the verdict that move gave, each when there is one."""
+        with self._writing() as session:
+            if moved_to is not None:
+                session.get_one(Image, image_id).final_path = moved_to
+            if verdict is not None:
+                session.add(_verdict_row(verdict, utcnow()))
 
     # --- verdicts -----------------------------------------------------------------------------
 
     def record_verdicts(self, verdicts: Sequence[NewVerdict]) -> None:
         with self._writing() as session:
             now = utcnow()
-            session.add_all(
-                Verdict(
-                    image_id=v.image_id,
-                    verdict=v.verdict,
-                    source=v.source,
-                    who=v.who,
-                    created_at=now,
-                )
-                for v in verdicts
-            )
+            session.add_all(_verdict_row(v, now) for v in verdicts)
 
     def latest_verdicts(self) -> dict[int, VerdictValue]:
         """image id -> its newest verdict (history stays in the table)."""
@@ -222,6 +265,35 @@ class StaffStore:
                 for row in rows
             ]
 
+    def stored_embeddings(self) -> list[StoredEmbedding]:
+        """Every filed frame (review, uncertain, archive) with its latest classification."""
+        verdicts = self.latest_verdicts()
+        lights = {i: bool(v.get("infrared")) for i, v in self._optional_splits().items()}
+        filed = (ImageDecision.POSITIVE, ImageDecision.UNCERTAIN, ImageDecision.NEGATIVE)
+        with self._reading() as session:
+            latest = (
+                select(func.max(Classification.id)).group_by(Classification.image_id)
+            ).scalar_subquery()
+            rows = session.execute(
+                select(
+                    Image.id, Image.decision, Classification.embedding, Classification.model_name
+                )
+                .join(Classification, Classification.image_id == Image.id)
+                .where(Classification.id.in_(latest), Image.decision.in_(filed))
+                .order_by(Image.id)
+            ).all()
+        return [
+            StoredEmbedding(
+                image_id,
+                str(decision),
+                embedding,
+                model,
+                lights.get(image_id, False),
+                image_id in verdicts,
+            )
+            for image_id, decision, embedding, model in rows
+        ]
+
     def save_head(self, head: Head) -> int:
         with self._writing() as session:
             session.add(head)
@@ -277,6 +349,13 @@ class StaffStore:
                 .where(AuditSample.image_id == image_id)
                 .order_by(AuditSample.id.desc())
             ).first()
+
+
+def _verdict_row(verdict: NewVerdict, now: datetime) -> Verdict:
+    v = verdict
+    return Verdict(
+        image_id=v.image_id, verdict=v.verdict, source=v.source, who=v.who, created_at=now
+    )
 
 
 def _head_row(head: Head) -> StoredHead:
