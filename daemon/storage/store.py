@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.outcomes import Decision, Destination, destination_for
-from daemon.storage.activity import Activity
+from daemon.storage.activity import Activity, is_open
 from daemon.storage.database import deferred, session_factory
 from daemon.storage.schema import (
     Classification,
@@ -330,12 +330,8 @@ class Store(StuckMoves, Activity):
 
     def pending_move_count(self) -> int:
         with self._reading() as session:
-            duplicates = session.scalar(
-                select(func.count()).select_from(Duplicate).where(Duplicate.state != "done")
-            )
-            rejects = session.scalar(
-                select(func.count()).select_from(Reject).where(Reject.state != "done")
-            )
+            duplicates = session.scalar(select(func.count()).where(is_open(Duplicate)))
+            rejects = session.scalar(select(func.count()).where(is_open(Reject)))
         return (duplicates or 0) + (rejects or 0)
 
 
