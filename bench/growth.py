@@ -204,6 +204,21 @@ def report_queries(timings: list[QueryTiming]) -> None:
             say(f"      plan: {step}")
 
 
+def summary(
+    command: dict[str, list[float]], inside: dict[str, float], timings: list[QueryTiming]
+) -> str:
+    """The issue's test (each <= 1 s), for wall time and for the command's own CPU time."""
+    query = max(max(timing.seconds) for timing in timings)
+    wall, cpu = max(command["status"]), max(command["status_cpu"])
+    by_wall = "yes" if max(query, wall) <= BUDGET_SECONDS else "NO"
+    by_cpu = "yes" if max(query, cpu) <= BUDGET_SECONDS else "NO"
+    return (
+        f"summary: slowest README query {_ms(query)}, status in process "
+        f"{_ms(inside['gather_status'])}, status command wall {_ms(wall)} (CPU {_ms(cpu)}); "
+        f"all <= 1 s: by wall time {by_wall}, by the command's CPU time {by_cpu}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     for line in [*machine_header(), load_line()]:
@@ -244,9 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{_ms(sorted(intake)[int(len(intake) * 0.9)])} p90, "
         f"{len(intake)} arrivals recorded one per transaction"
     )
-    slowest = max([*command["status"], *(max(t.seconds) for t in timings)])
-    verdict = "yes" if slowest <= BUDGET_SECONDS else "NO"
-    say(f"summary: slowest status or README query {_ms(slowest)}; all <= 1 s: {verdict}")
+    say(summary(command, inside, timings))
     write_json(
         options.json_path,
         {
