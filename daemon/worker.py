@@ -15,6 +15,7 @@ from daemon.config import Config
 from daemon.decode.jobs import DecodeJob, DecodeOutcome
 from daemon.decode.pool import DecoderPool, DecoderPoolError
 from daemon.delivery.router import RoutingLoop
+from daemon.embeddings import as_stored, to_stored
 from daemon.heads import LinearHead
 from daemon.outcomes import decide, destination_for
 from daemon.storage.store import ClassifiedImage, ModelInfo, QueuedImage, Store, StoreUnavailable
@@ -227,7 +228,7 @@ class Worker:
             target_score=score,
             decision=decision,
             probabilities=classification.probabilities,
-            embedding=classification.embedding.astype("<f4").tobytes(),
+            embedding=to_stored(classification.embedding),
             embedding_dim=int(classification.embedding.shape[0]),
             decode_ms=outcome.decode_ms,
             inference_ms=inference_ms,
@@ -244,7 +245,8 @@ class Worker:
         """The tiger score the thresholds apply to: the trained head's when there is one."""
         if self._head is None:
             return classification.target_score
-        return self._head.score(classification.embedding)
+        # The stored (float16) vector, so that the row's embedding reproduces its score.
+        return self._head.score(as_stored(classification.embedding))
 
     def _failed(self, decoded: Decoded) -> None:
         error = decoded.outcome.error

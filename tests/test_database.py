@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -39,6 +41,8 @@ from daemon.storage.schema import (
     utcnow,
 )
 
+HEAD = head_revision()
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLES = {
     "images",
     "classifications",
@@ -228,6 +232,40 @@ def test_0002_drops_next_attempt_at_and_keeps_the_rows_and_their_checks(tmp_path
         assert raw.execute("SELECT id, model_name FROM image_latest").fetchall() == [(1, "m")]
         with pytest.raises(sqlite3.IntegrityError, match="ck_images_state"):
             raw.execute("UPDATE images SET state = 'lost'")
+
+
+def test_head_read_from_the_revision_files_is_alembics_head() -> None:
+    assert database.declared_head() == head_revision()
+
+
+def test_opening_for_status_refuses_an_older_or_unmigrated_database(
+    db_url: str, tmp_path: Path
+) -> None:
+    migration_engine = database.create_migration_engine(db_url)
+    try:
+        with migration_engine.begin() as connection:
+            command.downgrade(database.alembic_config(connection), "0003")
+    finally:
+        migration_engine.dispose()
+    with pytest.raises(DatabaseError, match=f"revision '0003'; this version needs '{HEAD}'"):
+        database.open_migrated_database(db_url)
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    with pytest.raises(DatabaseError, match="no tigerwatch schema"):
+        database.open_migrated_database(f"sqlite:///{empty}")
+
+
+def test_opening_a_database_for_status_does_not_import_alembic(db_url: str) -> None:
+    """Alembic's import is a quarter of `tigerwatch status`'s CPU (README "Throughput")."""
+    check = (
+        "import sys; from daemon.storage.database import open_migrated_database; "
+        f"open_migrated_database({db_url!r}).dispose(); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'alembic'))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    assert run.stdout.strip() == "[]"
 
 
 def test_frozen_view_sql_in_the_newest_revision_equals_the_constant() -> None:

@@ -12,6 +12,7 @@ import yaml
 
 from daemon.cli import main
 from daemon.config import ConfigError
+from daemon.embeddings import from_stored
 from daemon.heads import LinearHead
 from tests.daemon_support import (
     Station,
@@ -75,16 +76,17 @@ def test_adapt_learns_infrared_is_tiger_and_the_daemon_uses_the_head(
     _run_until_done(station, len(infrared) + len(colour) + 3)
     rows = query(
         station,
-        "SELECT i.decision, i.final_path, c.head_id, c.target_score, c.embedding "
+        "SELECT i.decision, i.final_path, c.head_id, c.target_score, c.embedding, c.embedding_dim "
         "FROM images AS i JOIN classifications AS c "
         "ON c.image_id = i.id WHERE i.original_name LIKE 'new-%'",
     )
     ((weights, bias),) = query(station, "SELECT weights, bias FROM heads")
     head = LinearHead(1, np.asarray(json.loads(str(weights))), float(str(bias)))
     assert len(rows) == 3
-    for decision, final_path, head_id, score, embedding in rows:
+    for decision, final_path, head_id, score, embedding, dim in rows:
         assert head_id == 1
-        assert score == pytest.approx(head.score(np.frombuffer(embedding, dtype="<f4")))  # type: ignore[arg-type]
+        # The stored (float16) embedding gives back the very score that decided.
+        assert score == pytest.approx(head.score(from_stored(embedding, dim)))  # type: ignore[arg-type]
         # Review or review/uncertain: staff see it (zero-shot sent none to review).
         assert decision in ("positive", "uncertain")
         assert Path(str(final_path)).is_relative_to(station.root / "review")

@@ -10,6 +10,7 @@ import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from daemon.embeddings import from_stored
 from daemon.staff.evaluate import TooFewVerdicts
 from daemon.staff.metrics import confusion, precision_at_recall
 from daemon.storage.schema import Head
@@ -41,7 +42,7 @@ class Comparison:
 def _matrix(
     judged: Sequence[JudgedEmbedding],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int_]]:
-    features = np.stack([np.frombuffer(j.embedding, dtype="<f4") for j in judged]).astype(
+    features = np.stack([from_stored(j.embedding, j.embedding_dim) for j in judged]).astype(
         np.float64
     )
     labels = np.array([int(j.is_tiger) for j in judged])

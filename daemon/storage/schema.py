@@ -15,6 +15,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -224,6 +225,28 @@ class Image(Base):
     __table_args__ = (
         _one_of("state", ImageState),
         _one_of("decision", ImageDecision),
+        # What `tigerwatch status` and the README's queries look up at a million rows
+        # (README "Throughput", growth): recent outcomes, one outcome by time, per camera,
+        # and the latest error among the few rows that have one.
+        Index("ix_images_done_at_decision", "done_at", "decision"),
+        # Partial, so only a query that names a decision can use it: an index led by decision
+        # would otherwise win "GROUP BY decision" for its order and be read whole (1M rows)
+        # instead of today's range of ix_images_done_at_decision.
+        Index(
+            "ix_images_decision_done_at",
+            "decision",
+            "done_at",
+            sqlite_where=text("decision IS NOT NULL"),
+        ),
+        Index(
+            "ix_images_camera_make_camera_model_decision", "camera_make", "camera_model", "decision"
+        ),
+        Index(
+            "ix_images_error_done_at",
+            "done_at",
+            "first_seen_at",
+            sqlite_where=text("last_error IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -284,7 +307,8 @@ class Classification(Base):
     uncertain_threshold: Mapped[float] = mapped_column(Float)
     decode_ms: Mapped[float | None] = mapped_column(Float)
     inference_ms: Mapped[float | None] = mapped_column(Float)
-    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, little-endian
+    # Little-endian float16 (float32 in rows written before 0007): daemon.embeddings reads both.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     embedding_dim: Mapped[int | None] = mapped_column(Integer)
     head_id: Mapped[int | None] = mapped_column(
         Integer
@@ -297,7 +321,7 @@ class Duplicate(Base):
     """A later arrival of content already in images: never classified again, only moved."""
 
     __tablename__ = "duplicates"
-    __table_args__ = (_one_of("state", MoveState),)
+    __table_args__ = (_one_of("state", MoveState), Index("ix_duplicates_done_at", "done_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
@@ -317,7 +341,11 @@ class Reject(Base):
     """An inbox entry that is never opened (a symlink, a FIFO, ...), moved aside with a reason."""
 
     __tablename__ = "rejects"
-    __table_args__ = (_one_of("state", MoveState),)
+    __table_args__ = (
+        _one_of("state", MoveState),
+        Index("ix_rejects_done_at", "done_at"),
+        Index("ix_rejects_arrived_at", "arrived_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source_path: Mapped[str] = mapped_column(FsPath, index=True)

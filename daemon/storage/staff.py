@@ -64,7 +64,8 @@ class ScoredFrame:
 @dataclass(frozen=True)
 class JudgedEmbedding:
     image_id: int
-    embedding: bytes  # float32, little-endian
+    embedding: bytes  # as stored: read it with daemon.embeddings.from_stored
+    embedding_dim: int | None
     zero_shot_score: float
     is_tiger: bool
     model_name: str
@@ -257,6 +258,7 @@ class StaffStore:
                 JudgedEmbedding(
                     image_id=row.image_id,
                     embedding=row.embedding or b"",
+                    embedding_dim=row.embedding_dim,
                     zero_shot_score=_zero_shot(row),
                     is_tiger=verdicts[row.image_id] is VerdictValue.TIGER,
                     model_name=row.model_name,

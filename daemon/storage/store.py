@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.outcomes import Decision, Destination, destination_for
-from daemon.storage.activity import Activity
+from daemon.storage.activity import Activity, is_open
 from daemon.storage.database import deferred, session_factory
 from daemon.storage.results import classification_row
 from daemon.storage.schema import (
@@ -303,11 +303,6 @@ class Store(StuckMoves, Activity):
 
     # --- reporting ------------------------------------------------------------------------------
 
-    def counts_by_state(self) -> dict[str, int]:
-        with self._reading() as session:
-            rows = session.execute(select(Image.state, func.count()).group_by(Image.state)).all()
-        return {str(state): count for state, count in rows}
-
     def oldest_queued_since(self) -> datetime | None:
         with self._reading() as session:
             return session.scalar(
@@ -349,12 +344,8 @@ class Store(StuckMoves, Activity):
 
     def pending_move_count(self) -> int:
         with self._reading() as session:
-            duplicates = session.scalar(
-                select(func.count()).select_from(Duplicate).where(Duplicate.state != "done")
-            )
-            rejects = session.scalar(
-                select(func.count()).select_from(Reject).where(Reject.state != "done")
-            )
+            duplicates = session.scalar(select(func.count()).where(is_open(Duplicate)))
+            rejects = session.scalar(select(func.count()).where(is_open(Reject)))
         return (duplicates or 0) + (rejects or 0)
 
 

@@ -11,11 +11,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.selectable import ScalarSelect
 
+from daemon.storage.activity import is_open
 from daemon.storage.schema import (
     Duplicate,
     Image,
     ImageDecision,
-    ImageState,
     Reject,
     RowKind,
     StuckMove,
@@ -91,11 +91,14 @@ class StuckMoves:
             oldest: list[datetime] = []
             latest: list[datetime] = []
             for kind, model, arrived in _TABLES:
-                is_done = model.state == ImageState.DONE.value
-                done += session.scalar(select(func.count()).where(is_done)) or 0
-                open_rows += session.scalar(select(func.count()).where(~is_done)) or 0
+                waiting = is_open(model)
+                open_now = session.scalar(select(func.count()).where(waiting)) or 0
+                # Every row is open or done: one count of the table (the smallest index) and
+                # one of the few open rows, instead of counting the done ones.
+                done += (session.scalar(select(func.count()).select_from(model)) or 0) - open_now
+                open_rows += open_now
                 first = session.scalar(
-                    select(func.min(arrived)).where(~is_done, model.id.not_in(_stuck_ids(kind)))
+                    select(func.min(arrived)).where(waiting, model.id.not_in(_stuck_ids(kind)))
                 )
                 oldest += [first] if first is not None else []
                 last = session.scalar(select(func.max(model.done_at)))
