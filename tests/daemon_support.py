@@ -117,7 +117,7 @@ class Station:
         return [self.root / name for name in ("review", "archive", "quarantine")]
 
 
-def make_station(root: Path, model_dir: Path, **overrides: dict[str, object]) -> Station:
+def make_station(root: Path, model_dir: Path, **overrides: object) -> Station:
     """Write a config with test-friendly timings; `overrides` replace whole sections."""
     settings: dict[str, object] = {
         "station": "test-station",

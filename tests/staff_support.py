@@ -75,8 +75,11 @@ def _classification(
 
 
 def add_column(station: Station, column: str, values: Sequence[object]) -> None:
-    """What another branch's migration adds (images.infrared, images.event_id), set per frame."""
+    """Set an images column per frame (images.infrared, images.event_id), adding it first
+    where the schema does not have it yet."""
     with sqlite3.connect(station.db_path) as connection:
-        connection.execute(f"ALTER TABLE images ADD COLUMN {column} INTEGER")
+        present = {row[1] for row in connection.execute("PRAGMA table_info(images)")}
+        if column not in present:
+            connection.execute(f"ALTER TABLE images ADD COLUMN {column} INTEGER")
         for image_id, value in enumerate(values, start=1):
             connection.execute(f"UPDATE images SET {column} = ? WHERE id = ?", (value, image_id))

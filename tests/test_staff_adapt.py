@@ -14,6 +14,7 @@ from daemon.cli import main
 from daemon.config import ConfigError
 from daemon.embeddings import from_stored
 from daemon.heads import LinearHead
+from tests.conftest import DEFAULT_LABELS, DEFAULT_TARGETS
 from tests.daemon_support import (
     Station,
     all_rows_done,
@@ -46,7 +47,14 @@ def _run_until_done(station: Station, count: int) -> None:
 def test_adapt_learns_infrared_is_tiger_and_the_daemon_uses_the_head(
     tmp_path: Path, tiny_model_dir: Path, samples_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    station = make_station(tmp_path / "station", tiny_model_dir)
+    # The notebook's single prompts, the same for day and night: with the default infrared
+    # prompts the random model's night scores happen to flag these frames, and zero-shot would
+    # no longer be blind to the rule the head must learn from the verdicts alone.
+    labels = [
+        {"text": text, "target": target}
+        for text, target in zip(DEFAULT_LABELS, DEFAULT_TARGETS, strict=True)
+    ]
+    station = make_station(tmp_path / "station", tiny_model_dir, labels=labels)
     infrared, colour = _files(samples_dir, INFRARED), _files(samples_dir, COLOUR)
     for number, path in enumerate(infrared + colour):
         shutil.copy(path, station.inbox / f"{number:02d}-{path.name}")

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.config import Decision as Thresholds
+from daemon.embeddings import from_stored
 from daemon.heads import LinearHead
 from daemon.outcomes import Decision, decide, destination_for
 from daemon.storage.staff import StoredEmbedding
@@ -66,7 +67,7 @@ def _scores(
 ) -> list[float]:
     if not frames:
         return []
-    vectors = np.stack([np.frombuffer(f.embedding or b"", dtype="<f4") for f in frames])
+    vectors = np.stack([from_stored(f.embedding or b"", f.embedding_dim) for f in frames])
     if head is not None:
         return [head.score(vector) for vector in vectors]
     return zero_shot(vectors, [f.infrared for f in frames])

@@ -78,7 +78,8 @@ class StoredEmbedding:
 
     image_id: int
     decision: str  # where the frame is filed now: positive, uncertain or negative
-    embedding: bytes | None  # float32, little-endian; None for rows from before embeddings
+    embedding: bytes | None  # as stored (daemon.embeddings.from_stored); None: from before them
+    embedding_dim: int | None
     model_name: str
     infrared: bool  # False where the database has no images.infrared column
     judged: bool  # carries a staff verdict
@@ -278,7 +279,11 @@ class StaffStore:
             ).scalar_subquery()
             rows = session.execute(
                 select(
-                    Image.id, Image.decision, Classification.embedding, Classification.model_name
+                    Image.id,
+                    Image.decision,
+                    Classification.embedding,
+                    Classification.embedding_dim,
+                    Classification.model_name,
                 )
                 .join(Classification, Classification.image_id == Image.id)
                 .where(Classification.id.in_(latest), Image.decision.in_(filed))
@@ -289,11 +294,12 @@ class StaffStore:
                 image_id,
                 str(decision),
                 embedding,
+                dim,
                 model,
                 lights.get(image_id, False),
                 image_id in verdicts,
             )
-            for image_id, decision, embedding, model in rows
+            for image_id, decision, embedding, dim, model in rows
         ]
 
     def save_head(self, head: Head) -> int:
