@@ -1,6 +1,6 @@
 """Staff verdicts (history kept, the latest counts), the audit sample and trained heads.
 
-Revision ID: 0006
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-02 20:00:00.000000
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-# revision identifiers, used by Alembic. Other branches add 0004/0005; the chain is fixed at merge.
-revision: str = "0006"
+# revision identifiers, used by Alembic.
+revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
