@@ -16,6 +16,7 @@ import numpy as np
 from daemon.classify.classifier import ClipClassifier, load_for_config
 from daemon.classify.precision import use_threads
 from daemon.config import Config
+from daemon.config_deployments import utc_offset
 from daemon.decode.pool import DecoderPool
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.router import Router, RoutingLoop
@@ -29,6 +30,7 @@ from daemon.notify import SystemdNotifier
 from daemon.progress import ProgressWatch
 from daemon.schedule import start_wall_clock_jobs
 from daemon.storage.database import create_db_engine, upgrade_database
+from daemon.storage.events import Clock, EventSettings
 from daemon.storage.instance import InstanceLock, lock_database
 from daemon.storage.staff import StaffStore
 from daemon.storage.store import Store
@@ -154,7 +156,7 @@ def _build(
     upgrade_database(config.database.url)
     if lock is not None:
         lock.note_database_opened()
-    store = Store(create_db_engine(config.database.url))
+    store = Store(create_db_engine(config.database.url), events=_event_settings(config))
     classifier = _load_classifier(config)
     failures = EntryFailures(
         store,
@@ -187,6 +189,18 @@ def _build(
         head=_load_head(config, classifier.model_name),
     )
     return _Parts(classifier, decoder, intake, watcher, worker, routing)
+
+
+def _event_settings(config: Config) -> EventSettings:
+    """The events' gap and each configured deployment's clock, as the store needs them."""
+    clocks = {
+        key: Clock(
+            offset_seconds=deployment.clock_offset_seconds,
+            utc_offset=None if deployment.timezone is None else utc_offset(deployment.timezone),
+        )
+        for key, deployment in config.deployments.items()
+    }
+    return EventSettings(gap_seconds=config.events.gap_seconds, clocks=clocks)
 
 
 def _load_head(config: Config, model_name: str) -> LinearHead | None:
@@ -231,6 +245,7 @@ def _build_intake(config: Config, store: Store, threads: _Threads) -> tuple[Inta
         inboxes=[inbox.path for inbox in config.paths.inbox],
         on_queued=threads.wake_worker.set,
         max_file_bytes=config.images.max_file_bytes,
+        deployments=config.deployments_from,
     )
     watcher = InboxWatcher(
         [WatchedInbox(inbox.path, inbox.polling) for inbox in config.paths.inbox],

@@ -44,6 +44,8 @@ TABLES = {
     "classifications",
     "duplicates",
     "rejects",
+    "events",
+    "refiles",
     "stuck_moves",
     "verdicts",
     "audit_samples",
@@ -505,6 +507,15 @@ def test_view_gives_one_row_per_image_with_its_latest_classification(engine: Eng
 def test_view_has_every_image_column_plus_the_classification_summary(engine: Engine) -> None:
     with engine.connect() as connection:
         columns = connection.exec_driver_sql(f"SELECT * FROM {IMAGE_LATEST_VIEW}").keys()
-    image_columns = [column.name for column in Image.__table__.columns]
+    # Revision 0006's columns (deployment, corrected times, event, route reason) are not in
+    # the view yet: the view is changed only by the lead, once for every branch's columns.
+    not_in_view = {
+        "deployment",
+        "capture_time_corrected",
+        "capture_time_utc",
+        "event_id",
+        "route_reason",
+    }
+    image_columns = [c.name for c in Image.__table__.columns if c.name not in not_in_view]
     summary = ["model_name", "target_score", "classification_decision", "probabilities"]
     assert list(columns) == [*image_columns, *summary, "classified_at"]

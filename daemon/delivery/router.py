@@ -20,7 +20,7 @@ from daemon.delivery.claim import (
     original_name,
     unclaim,
 )
-from daemon.delivery.destinations import dated_folder, destination_root
+from daemon.delivery.destinations import destination_root, filing_folder
 from daemon.delivery.fileops import ContentChangedError, Entry, move_entry, write_sidecar
 from daemon.delivery.move_errors import Scope, classify_move_error
 from daemon.delivery.naming import safe_filename, unique_destination
@@ -149,8 +149,14 @@ class Router:
         return [_with_intended(move, intended) for move in moves]
 
     def _free_path(self, move: PendingMove, taken: set[Path]) -> Path:
-        folder = dated_folder(
-            self._paths, move.destination, capture_time=move.capture_time, arrived=move.arrived_at
+        folder = filing_folder(
+            self._paths,
+            move.destination,
+            capture_time=move.capture_time,
+            arrived=move.arrived_at,
+            deployment=move.deployment,
+            event_id=move.event_id,
+            event_start=move.event_start,
         )
         return self._free_name(move, folder, safe_filename(Path(move.source_path).name), taken)
 
