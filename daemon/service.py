@@ -165,6 +165,8 @@ def _build(
     )
     router = Router(store, config.paths, ownership, failures)
     router.route_pending()  # settle moves a crash left half-done before taking new work
+    if refiled := router.settle_refiles():
+        logger.info("settled %d interrupted move(s) of filed frames", refiled)
     if returned := router.return_leftover_claims():
         logger.info("returned %d claimed file(s) to the inbox as new arrivals", returned)
     intake, watcher = _build_intake(config, store, threads)

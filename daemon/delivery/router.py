@@ -21,10 +21,12 @@ from daemon.delivery.claim import (
     unclaim,
 )
 from daemon.delivery.destinations import destination_root, filing_folder
+from daemon.delivery.event_filing import EventFiler
 from daemon.delivery.fileops import ContentChangedError, Entry, move_entry, write_sidecar
 from daemon.delivery.move_errors import Scope, classify_move_error
 from daemon.delivery.naming import safe_filename, unique_destination
 from daemon.delivery.permissions import Ownership
+from daemon.delivery.refile import settle_refiles
 from daemon.delivery.setaside import EntryFailures
 from daemon.delivery.settle import SettleOutcome, settle_entry
 from daemon.hashing import sha256_file
@@ -67,6 +69,15 @@ class Router:
         self.on_released: Callable[[Path], None] | None = None
         self._released: list[Path] = []
         self.failed_attempts = 0  # entries' own failed tries: the daemon at work, not hung
+        self._events = EventFiler(store, paths, self._ownership)
+
+    def settle_refiles(self) -> int:
+        """At start-up: finish the moves of filed frames a crash interrupted (see refile.py)."""
+        return settle_refiles(self._store, self._paths, self._ownership)
+
+    def file_events(self) -> int:
+        """Frames filed before their event changed go to the event's folder; returns waiting."""
+        return self._events.file_events()
 
     def route_pending(self) -> RouteSummary:
         """Settle or perform every recorded move; stops at the first unavailable destination."""
@@ -340,6 +351,8 @@ class RoutingLoop:
     def _round(self) -> None:
         try:
             summary = self._router.route_pending()
+            if not summary.waiting:
+                summary = RouteSummary(summary.moved, self._router.file_events())
         except StoreUnavailable as err:
             logger.error("database unavailable, moves wait: %s", err)
             self._blocked_until = time.monotonic() + min(self._retry_seconds, 2.0)
