@@ -164,11 +164,7 @@ def _build(
         max_attempts=config.worker.max_move_attempts,
     )
     router = Router(store, config.paths, ownership, failures)
-    router.route_pending()  # settle moves a crash left half-done before taking new work
-    if refiled := router.settle_refiles():
-        logger.info("settled %d interrupted move(s) of filed frames", refiled)
-    if returned := router.return_leftover_claims():
-        logger.info("returned %d claimed file(s) to the inbox as new arrivals", returned)
+    _settle(router)
     intake, watcher = _build_intake(config, store, threads)
     router.on_released = intake.hint  # a name freed by a move may hold a newer upload
     decoder = DecoderPool(
@@ -191,6 +187,15 @@ def _build(
         head=_load_head(config, classifier.model_name),
     )
     return _Parts(classifier, decoder, intake, watcher, worker, routing)
+
+
+def _settle(router: Router) -> None:
+    """Finish the moves a crash left half-done, before any new work is taken."""
+    router.route_pending()
+    if refiled := router.settle_refiles():
+        logger.info("settled %d interrupted move(s) of filed frames", refiled)
+    if returned := router.return_leftover_claims():
+        logger.info("returned %d claimed file(s) to the inbox as new arrivals", returned)
 
 
 def _event_settings(config: Config) -> EventSettings:
