@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,13 +13,18 @@ from PIL import Image
 
 from daemon.cli import main
 from tests.daemon_support import (
+    PROCESS_START_TIMEOUT,
+    SETTLE_TIMEOUT,
     Station,
     check_invariant,
     daemon_thread,
+    drain_after_last_restart,
     make_station,
     noise_jpeg,
     query,
+    ready_lines,
     settled,
+    start_daemon_process,
     wait_until,
     write_file,
 )
@@ -232,3 +238,48 @@ def test_events_are_split_by_time_gap_and_by_deployment(
         ("2026-12-01 03:00:01.000000", "2026-12-01 15:00:01.000000", "2026-12-01 05:00:01.000000")
     ]
     assert check_invariant(station) == []
+
+
+# --- crashes during promotion ------------------------------------------------------------------
+
+
+def test_sigkill_during_promotion_then_restart_completes_every_event(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    frames = burst(tmp_path / "staging", 5, seed=400)
+    station, positive = one_positive(capsys, tmp_path / "station", tiny_model_dir, frames)
+    log = tmp_path / "daemon.log"
+    process = start_daemon_process(station, log)
+    try:
+        wait_until(lambda: ready_lines(log) == 1, "the daemon ready", PROCESS_START_TIMEOUT)
+        drop(station, [frame for frame in frames if frame != positive], "cam1")
+        wait_until(lambda: idle(station, 4), "the four negatives archived")
+        drop(station, [positive], "cam1")
+        # Kill as soon as the first promotion is recorded as intended: its move, or the next
+        # ones, are under way.
+        wait_until(lambda: _refiles(station) > 0, "a promotion begun", interval=0.001)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=SETTLE_TIMEOUT)
+        open_at_kill = query(station, "SELECT count(*) FROM refiles WHERE state = 'routing'")
+        done_at_kill = query(station, "SELECT count(*) FROM refiles WHERE state = 'done'")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    print(
+        f"\n[events] at the SIGKILL: {open_at_kill[0][0]} refile(s) open, {done_at_kill[0][0]} done"
+    )
+
+    drain_after_last_restart(
+        station, log, 5, timeout=SETTLE_TIMEOUT, note="after a SIGKILL during promotion"
+    )
+    wait_until(lambda: idle(station, 5), "every event filed after the restart")
+    in_review_together(station, 5)
+    assert query(station, "SELECT count(*) FROM refiles WHERE state = 'routing'") == [(0,)]
+    assert check_invariant(station) == []
+
+
+def _refiles(station: Station) -> int:
+    try:
+        return int(str(query(station, "SELECT count(*) FROM refiles")[0][0]))
+    except sqlite3.OperationalError:
+        return 0
