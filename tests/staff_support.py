@@ -77,6 +77,8 @@ def _classification(
 def add_column(station: Station, column: str, values: Sequence[object]) -> None:
     """What another branch's migration adds (images.infrared, images.event_id), set per frame."""
     with sqlite3.connect(station.db_path) as connection:
-        connection.execute(f"ALTER TABLE images ADD COLUMN {column} INTEGER")
+        present = {row[1] for row in connection.execute("PRAGMA table_info(images)")}
+        if column not in present:  # images.event_id is the daemon's own since revision 0006
+            connection.execute(f"ALTER TABLE images ADD COLUMN {column} INTEGER")
         for image_id, value in enumerate(values, start=1):
             connection.execute(f"UPDATE images SET {column} = ? WHERE id = ?", (value, image_id))
