@@ -76,7 +76,16 @@ class Router:
         return settle_refiles(self._store, self._paths, self._ownership)
 
     def file_events(self) -> int:
-        """Frames filed before their event changed go to the event's folder; returns waiting."""
+        """Frames filed before their event changed go to the event's folder; returns waiting.
+
+        A refile left open by a database hiccup mid-move is settled first, so its frame is
+        not taken for one that staff moved away.
+        """
+        try:
+            self.settle_refiles()
+        except OSError as err:
+            logger.error("cannot settle the moves of filed frames now, will retry: %s", err)
+            return 1
         return self._events.file_events()
 
     def route_pending(self) -> RouteSummary:
