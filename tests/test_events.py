@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.config import ConfigError, parse_config
 from daemon.config_deployments import Deployment, DeploymentsFrom, utc_offset
 from daemon.outcomes import Decision
 from daemon.storage.database import create_db_engine, upgrade_database
@@ -178,3 +179,29 @@ def test_a_filed_frame_is_left_to_the_filing_pass(db_path: Path) -> None:
     ]
     assert store.event_filed(event)
     assert store.events_to_file() == []
+
+
+def test_deployment_mistakes_are_named_at_their_key_path(tmp_path: Path) -> None:
+    source = tmp_path / "tigerwatch.yaml"
+    folders = {name: str(tmp_path / name) for name in ("inbox", "review", "archive", "quarantine")}
+    data = {
+        "paths": folders,
+        "deployments_from": {"levels": 1, "pattern": "cam"},
+        "deployments": {
+            "cam3": {"timezone": "Asia/Tokyo", "latitude": 120, "clok_offset_seconds": 1}
+        },
+        "events": {"gap_seconds": 0},
+    }
+
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data, source=source)
+
+    assert raised.value.problems == (
+        f"{source}: deployments_from: give either levels or pattern, not both",
+        f"{source}: deployments.cam3.latitude: must be at most 90",
+        f"{source}: deployments.cam3.timezone: must be a UTC offset such as '+10:00', "
+        "'-03:30' or 'UTC', not 'Asia/Tokyo'",
+        f"{source}: deployments.cam3.clok_offset_seconds: unknown key "
+        "(did you mean 'clock_offset_seconds'?)",
+        f"{source}: events.gap_seconds: must be greater than 0",
+    )
