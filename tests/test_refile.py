@@ -47,9 +47,9 @@ def filed_frame(store: Store, paths: Paths, name: str, second: int, decision: De
     )
     store.record_classified([result], MODEL)
     (move,) = [move for move in store.pending_moves() if move.id == item.id]
-    root = paths.review if decision is Decision.POSITIVE else paths.archive
-    folder = root / "2026-12-01" / "cam1"
-    if decision is Decision.POSITIVE:
+    roots = {Decision.POSITIVE: paths.review, Decision.UNCERTAIN: paths.uncertain}
+    folder = roots.get(decision, paths.archive) / "2026-12-01" / "cam1"
+    if decision is not Decision.NEGATIVE:
         folder = folder / f"event-{move.event_id}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(data)
@@ -134,3 +134,27 @@ def test_a_taken_name_in_the_event_folder_is_never_overwritten(
     assert Path(str(final)).parent == positive.parent and Path(str(final)) != squatter
     assert Path(str(final)).read_bytes() == b"frame a.jpg"
     assert not archived.exists()
+
+
+def test_an_uncertain_frame_lifts_its_archived_event_mates_to_uncertain_then_review(
+    station: Station, store: Store
+) -> None:
+    paths = station.config().paths
+    archived = filed_frame(store, paths, "a.jpg", 0, Decision.NEGATIVE)
+    filed_frame(store, paths, "b.jpg", 2, Decision.UNCERTAIN)
+
+    assert EventFiler(store, paths).file_events() == 0
+
+    [(event_id,)] = query(station, "SELECT id FROM events")
+    uncertain = paths.uncertain / "2026-12-01" / "cam1" / f"event-{event_id}" / "a.jpg"
+    assert (archived.exists(), uncertain.read_bytes()) == (False, b"frame a.jpg")
+    assert query(station, "SELECT decision FROM images WHERE original_name = 'a.jpg'") == [
+        ("uncertain",)
+    ]
+    filed_frame(store, paths, "c.jpg", 4, Decision.POSITIVE)
+
+    assert EventFiler(store, paths).file_events() == 0
+
+    review = paths.review / "2026-12-01" / "cam1" / f"event-{event_id}"
+    assert sorted(path.name for path in review.iterdir()) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert not list(paths.uncertain.rglob("*.jpg"))
