@@ -20,6 +20,9 @@ from pydantic import (
 )
 
 from daemon.config_checks import backup_folder_problems, layout_problems
+from daemon.config_deployments import Deployment as Deployment  # re-exported
+from daemon.config_deployments import DeploymentsFrom as DeploymentsFrom  # re-exported
+from daemon.config_deployments import Events as Events  # re-exported
 from daemon.config_errors import ConfigError as ConfigError  # re-exported: callers catch it here
 from daemon.config_errors import Explainer, Loc
 
@@ -335,6 +338,9 @@ _SECTIONS = (
     "worker",
     "verdicts",
     "logging",
+    "deployments_from",
+    "deployments",
+    "events",
 )
 # Config fields set by the loader, never read from YAML.
 _LOADER_FIELDS = frozenset({"source"})
@@ -356,6 +362,9 @@ class Config(_Section):
     files: Files = Field(default_factory=Files)
     verdicts: Verdicts = Field(default_factory=Verdicts)
     logging: Logging = Field(default_factory=Logging)
+    deployments_from: DeploymentsFrom = Field(default_factory=DeploymentsFrom)
+    deployments: dict[Text, Deployment] = Field(default_factory=dict)
+    events: Events = Field(default_factory=Events)
     source: Path
 
     @model_validator(mode="before")

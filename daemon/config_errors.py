@@ -129,6 +129,9 @@ class Explainer:
             elif isinstance(segment, int) and get_origin(current) is tuple:
                 clean.append(segment)
                 current = get_args(current)[0]
+            elif isinstance(segment, str) and get_origin(current) is dict:
+                clean.append(segment)  # a key of a mapping such as deployments: {cam3: ...}
+                current = get_args(current)[1]
             elif keep_last and position == len(loc) - 1:
                 clean.append(segment)
                 current = None

@@ -14,6 +14,7 @@ from types import FrameType
 from daemon.classify.classifier import ClipClassifier, load_for_config
 from daemon.classify.precision import use_threads
 from daemon.config import Config
+from daemon.config_deployments import utc_offset
 from daemon.decode.pool import DecoderPool
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.router import Router, RoutingLoop
@@ -30,6 +31,7 @@ from daemon.staff.folder_verdicts import FolderVerdicts
 from daemon.staff.folders import VerdictFolders, verdict_folders
 from daemon.staff.head_choice import configured_head
 from daemon.storage.database import create_db_engine, upgrade_database
+from daemon.storage.events import Clock, EventSettings
 from daemon.storage.instance import InstanceLock, lock_database
 from daemon.storage.staff import StaffStore
 from daemon.storage.store import Store
@@ -159,7 +161,7 @@ def _build(
     upgrade_database(config.database.url)
     if lock is not None:
         lock.note_database_opened()
-    store = Store(create_db_engine(config.database.url))
+    store = Store(create_db_engine(config.database.url), events=_event_settings(config))
     classifier = _load_classifier(config)
     failures = EntryFailures(
         store,
@@ -167,9 +169,7 @@ def _build(
         max_attempts=config.worker.max_move_attempts,
     )
     router = Router(store, config.paths, ownership, failures)
-    router.route_pending()  # settle moves a crash left half-done before taking new work
-    if returned := router.return_leftover_claims():
-        logger.info("returned %d claimed file(s) to the inbox as new arrivals", returned)
+    _settle(router)
     intake, watcher = _build_intake(config, store, threads)
     router.on_released = intake.hint  # a name freed by a move may hold a newer upload
     decoder = DecoderPool(
@@ -192,6 +192,27 @@ def _build(
         head=_load_head(config, classifier.model_name),
     )
     return _Parts(classifier, decoder, intake, watcher, worker, routing, *_verdicts(config))
+
+
+def _settle(router: Router) -> None:
+    """Finish the moves a crash left half-done, before any new work is taken."""
+    router.route_pending()
+    if refiled := router.settle_refiles():
+        logger.info("settled %d interrupted move(s) of filed frames", refiled)
+    if returned := router.return_leftover_claims():
+        logger.info("returned %d claimed file(s) to the inbox as new arrivals", returned)
+
+
+def _event_settings(config: Config) -> EventSettings:
+    """The events' gap and each configured deployment's clock, as the store needs them."""
+    clocks = {
+        key: Clock(
+            offset_seconds=deployment.clock_offset_seconds,
+            utc_offset=None if deployment.timezone is None else utc_offset(deployment.timezone),
+        )
+        for key, deployment in config.deployments.items()
+    }
+    return EventSettings(gap_seconds=config.events.gap_seconds, clocks=clocks)
 
 
 def _load_head(config: Config, model_name: str) -> LinearHead | None:
@@ -223,6 +244,7 @@ def _build_intake(config: Config, store: Store, threads: _Threads) -> tuple[Inta
         inboxes=[inbox.path for inbox in config.paths.inbox],
         on_queued=threads.wake_worker.set,
         max_file_bytes=config.images.max_file_bytes,
+        deployments=config.deployments_from,
     )
     watcher = InboxWatcher(
         [WatchedInbox(inbox.path, inbox.polling) for inbox in config.paths.inbox],

@@ -411,11 +411,13 @@ def test_same_bytes_under_three_names_are_classified_once(station: Station, outs
 
 
 def test_same_name_different_content_are_both_kept(tmp_path: Path, tiny_model_dir: Path) -> None:
-    # Thresholds at 1.0 send every frame to the archive, so both land in one folder.
+    # Thresholds at 1.0 send every frame to the archive, and without deployments (a/ and b/
+    # would be two) both land in one folder.
     station = make_station(
         tmp_path / "station",
         tiny_model_dir,
         decision={"positive_threshold": 1.0, "uncertain_threshold": 1.0},
+        deployments_from={"levels": 0},
     )
     same_day = exif_taken_on("2024:03:15 02:11:00")
     first, second = noise_jpeg(8, exif=same_day), noise_jpeg(9, exif=same_day)

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from daemon.config import Paths
+from daemon.delivery.naming import safe_filename
 from daemon.outcomes import Destination
 
 
@@ -30,3 +31,33 @@ def dated_folder(
     """
     day: date = capture_time.date() if capture_time is not None else arrived.astimezone().date()
     return destination_root(paths, destination) / day.isoformat()
+
+
+def filing_folder(
+    paths: Paths,
+    destination: Destination,
+    *,
+    capture_time: datetime | None,
+    arrived: datetime,
+    deployment: str | None = None,
+    event_id: int | None = None,
+    event_start: datetime | None = None,
+) -> Path:
+    """Where a classified frame is filed, by deployment and event (README "Destination layout").
+
+    A frame without a deployment keeps `<root>/<date>`. With one: review and uncertain frames
+    go to `<root>/<event's first date>/<deployment>/event-<id>`, so an event's frames lie
+    together; archived ones to `<root>/<date>/<deployment>`.
+    """
+    if deployment is None or destination not in _BY_DEPLOYMENT:
+        return dated_folder(paths, destination, capture_time=capture_time, arrived=arrived)
+    parts = [safe_filename(part) for part in deployment.split("/") if part]
+    if destination is Destination.ARCHIVE or event_id is None:
+        folder = dated_folder(paths, destination, capture_time=capture_time, arrived=arrived)
+        return folder.joinpath(*parts)
+    start = event_start if event_start is not None else capture_time
+    folder = dated_folder(paths, destination, capture_time=start, arrived=arrived)
+    return folder.joinpath(*parts, f"event-{event_id}")
+
+
+_BY_DEPLOYMENT = frozenset({Destination.REVIEW, Destination.UNCERTAIN, Destination.ARCHIVE})

@@ -20,11 +20,13 @@ from daemon.delivery.claim import (
     original_name,
     unclaim,
 )
-from daemon.delivery.destinations import dated_folder, destination_root
+from daemon.delivery.destinations import destination_root, filing_folder
+from daemon.delivery.event_filing import EventFiler
 from daemon.delivery.fileops import ContentChangedError, Entry, move_entry, write_sidecar
 from daemon.delivery.move_errors import Scope, classify_move_error
 from daemon.delivery.naming import safe_filename, unique_destination
 from daemon.delivery.permissions import Ownership
+from daemon.delivery.refile import settle_refiles
 from daemon.delivery.setaside import EntryFailures
 from daemon.delivery.settle import SettleOutcome, settle_entry
 from daemon.hashing import sha256_file
@@ -67,6 +69,24 @@ class Router:
         self.on_released: Callable[[Path], None] | None = None
         self._released: list[Path] = []
         self.failed_attempts = 0  # entries' own failed tries: the daemon at work, not hung
+        self._events = EventFiler(store, paths, self._ownership)
+
+    def settle_refiles(self) -> int:
+        """At start-up: finish the moves of filed frames a crash interrupted (see refile.py)."""
+        return settle_refiles(self._store, self._paths, self._ownership)
+
+    def file_events(self) -> int:
+        """Frames filed before their event changed go to the event's folder; returns waiting.
+
+        A refile left open by a database hiccup mid-move is settled first, so its frame is
+        not taken for one that staff moved away.
+        """
+        try:
+            self.settle_refiles()
+        except OSError as err:
+            logger.error("cannot settle the moves of filed frames now, will retry: %s", err)
+            return 1
+        return self._events.file_events()
 
     def route_pending(self) -> RouteSummary:
         """Settle or perform every recorded move; stops at the first unavailable destination."""
@@ -149,8 +169,14 @@ class Router:
         return [_with_intended(move, intended) for move in moves]
 
     def _free_path(self, move: PendingMove, taken: set[Path]) -> Path:
-        folder = dated_folder(
-            self._paths, move.destination, capture_time=move.capture_time, arrived=move.arrived_at
+        folder = filing_folder(
+            self._paths,
+            move.destination,
+            capture_time=move.capture_time,
+            arrived=move.arrived_at,
+            deployment=move.deployment,
+            event_id=move.event_id,
+            event_start=move.event_start,
         )
         return self._free_name(move, folder, safe_filename(Path(move.source_path).name), taken)
 
@@ -334,6 +360,8 @@ class RoutingLoop:
     def _round(self) -> None:
         try:
             summary = self._router.route_pending()
+            if not summary.waiting:
+                summary = RouteSummary(summary.moved, self._router.file_events())
         except StoreUnavailable as err:
             logger.error("database unavailable, moves wait: %s", err)
             self._blocked_until = time.monotonic() + min(self._retry_seconds, 2.0)

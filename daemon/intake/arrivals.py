@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from daemon.beneath import UnsafePathError, folder_beneath
+from daemon.config_deployments import DeploymentsFrom
 from daemon.decode.header import looks_complete
 from daemon.hashing import open_regular_file, sha256_stream
 from daemon.intake.names import NameFilter
@@ -44,8 +45,10 @@ class Intake:
         inboxes: Sequence[Path],
         on_queued: Callable[[], None],
         max_file_bytes: int | None = None,
+        deployments: DeploymentsFrom | None = None,
     ) -> None:
         self._store = store
+        self._deployments = deployments or DeploymentsFrom()
         self._max_file_bytes = max_file_bytes
         self._tracker = tracker
         self._filter = name_filter
@@ -161,7 +164,8 @@ class Intake:
         if (after.st_size, after.st_mtime_ns) != (item.signature.size, item.signature.mtime_ns):
             self._tracker.note(item.path)  # still being written after all: wait again
             return 0
-        return Arrival(path, digest, after.st_size)
+        deployment = self._deployments.deployment_of(item.path, self._inboxes)
+        return Arrival(path, digest, after.st_size, deployment)
 
     def _complete_enough(self, item: StablePath, stream: io.FileIO) -> bool:
         """False (and held for the incomplete grace) when the data stops before its end marker.

@@ -94,6 +94,8 @@ def evaluate_frames(
         by_value: dict[object, list[ScoredFrame]] = defaultdict(list)
         for frame in judged:
             by_value[frame.splits.get(column)].append(frame)
+        if len(by_value) < 2:
+            continue  # one value (say, no deployments at all) would only repeat "all frames"
         for value, members in sorted(by_value.items(), key=lambda item: str(item[0])):
             label = SPLIT_NAMES.get(column, {}).get(value, f"{column}={value}")
             groups.append(group_figures(label, _pairs(members), positive, uncertain))

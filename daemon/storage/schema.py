@@ -272,6 +272,15 @@ class Image(Base):
     # Info strip rows cut before the model saw the frame, in the original's pixels (0: none).
     strip_top: Mapped[int | None] = mapped_column(Integer)
     strip_bottom: Mapped[int | None] = mapped_column(Integer)
+    # The deployment (camera at a place) named by the path it arrived by; None: no deployment.
+    deployment: Mapped[str | None] = mapped_column(FsPath, index=True)
+    # capture_time with the deployment's clock offset added (still camera-local, naive), and
+    # in UTC when the deployment's timezone is configured.
+    capture_time_corrected: Mapped[datetime | None] = mapped_column(DateTime)
+    capture_time_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    event_id: Mapped[int | None] = mapped_column(Integer, index=True)  # events.id
+    # Why the file went elsewhere than its own decision says (its event's decision).
+    route_reason: Mapped[str | None] = mapped_column(Message)
 
     classifications: Mapped[list[Classification]] = relationship(
         back_populates="image",
@@ -433,3 +442,42 @@ class Head(Base):
     cv: Mapped[dict[str, Any]] = mapped_column(JSON)  # cross-validated figures, head and zero-shot
     weights: Mapped[list[float]] = mapped_column(JSON)  # one per embedding dimension
     bias: Mapped[float] = mapped_column(Float)
+
+
+class Event(Base):
+    """Frames of one deployment whose corrected capture times lie within the gap of each other."""
+
+    __tablename__ = "events"
+    __table_args__ = (_one_of("decision", Decision),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment: Mapped[str | None] = mapped_column(FsPath, index=True)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime)  # corrected, camera-local
+    end_time: Mapped[datetime | None] = mapped_column(DateTime)
+    frame_count: Mapped[int] = mapped_column(Integer)
+    max_target_score: Mapped[float] = mapped_column(Float)
+    decision: Mapped[Decision] = mapped_column(StrEnumType(Decision))  # its best frame's
+    # Changes not yet filed (frames may have to move); cleared only if unchanged meanwhile.
+    refile_pending: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Refile(Base):
+    """A move of an already-filed frame to another folder (event promotion, a rescore)."""
+
+    __tablename__ = "refiles"
+    __table_args__ = (_one_of("state", MoveState),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(Message)
+    decision: Mapped[Decision] = mapped_column(StrEnumType(Decision))  # of the new destination
+    source_path: Mapped[str] = mapped_column(FsPath)
+    intended_path: Mapped[str] = mapped_column(FsPath)
+    final_path: Mapped[str | None] = mapped_column(FsPath)  # None when done: not moved (note)
+    note: Mapped[str | None] = mapped_column(Message)  # why it was not moved
+    state: Mapped[MoveState] = mapped_column(
+        StrEnumType(MoveState), index=True, default=MoveState.ROUTING
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

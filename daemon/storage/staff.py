@@ -27,7 +27,7 @@ from daemon.storage.store import StoreUnavailable
 
 # Columns other branches add to images (infrared flags, events, deployments): figures are split
 # by each one present in the database, and simply not split while it is absent.
-OPTIONAL_SPLITS = ("infrared", "event_id", "deployment_id")
+OPTIONAL_SPLITS = ("infrared", "event_id", "deployment")
 
 
 @dataclass(frozen=True)

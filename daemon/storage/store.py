@@ -14,9 +14,13 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.outcomes import Decision, Destination, destination_for
+from daemon.outcomes import Decision
 from daemon.storage.activity import Activity, is_open
 from daemon.storage.database import deferred, session_factory
+from daemon.storage.events import EventSettings, assign_event
+from daemon.storage.pending import PendingMove as PendingMove  # re-exported: the routers' unit
+from daemon.storage.pending import pending_moves
+from daemon.storage.refiles import Refiles
 from daemon.storage.results import classification_row
 from daemon.storage.schema import (
     Classification,
@@ -54,6 +58,7 @@ class Arrival:
     path: str
     sha256: str
     size: int
+    deployment: str | None = None  # from the path it arrived by
 
 
 @dataclass(frozen=True)
@@ -98,23 +103,9 @@ class ModelInfo:
     uncertain_threshold: float
 
 
-@dataclass(frozen=True)
-class PendingMove:
-    """A row whose file must leave the inbox: where it is, where it goes, and why."""
-
-    kind: RowKind
-    id: int
-    source_path: str
-    sha256: str | None
-    destination: Destination
-    capture_time: datetime | None
-    arrived_at: datetime
-    intended_path: str | None
-    reason: str | None  # written to the sidecar of a quarantined file
-
-
-class Store(StuckMoves, Activity):
-    def __init__(self, engine: Engine) -> None:
+class Store(StuckMoves, Activity, Refiles):
+    def __init__(self, engine: Engine, events: EventSettings | None = None) -> None:
+        self._events = events or EventSettings()
         # Writes begin IMMEDIATE (take the write lock at once); reads must not, or a status
         # query would queue behind the daemon's commits.
         self._sessions: sessionmaker[Session] = session_factory(engine)
@@ -166,7 +157,7 @@ class Store(StuckMoves, Activity):
         image = session.scalar(select(Image).where(Image.sha256 == sha256))
         if image is None:
             # Autoflush makes this row visible to a later arrival with the same bytes.
-            session.add(_new_image(path, sha256, size))
+            session.add(_new_image(path, sha256, size, arrival.deployment))
             return ArrivalOutcome.NEW
         if self._waiting_here(session, image, path):
             return ArrivalOutcome.ALREADY_KNOWN
@@ -175,11 +166,13 @@ class Store(StuckMoves, Activity):
             # renaming after upload): the same frame under a new name, never a duplicate of
             # itself, or the frame would go to archive/duplicates unclassified.
             image.original_path, image.original_name = path, path.rsplit("/", 1)[-1]
+            image.deployment = arrival.deployment
             return ArrivalOutcome.NEW
         if image.decision == ImageDecision.VANISHED:
             # Its file left before it was sorted: this copy takes its place, or the frame
             # would be filed as a duplicate of an image that was never looked at or kept.
             _revive(session, image, path, size)
+            image.deployment = arrival.deployment
             return ArrivalOutcome.NEW
         session.add(Duplicate(image_id=image.id, source_path=path, state=MoveState.ROUTING))
         return ArrivalOutcome.DUPLICATE
@@ -216,7 +209,7 @@ class Store(StuckMoves, Activity):
         with self._writing() as session:
             for result in results:
                 session.add(classification_row(result, model, labels))
-                session.execute(
+                updated = session.execute(
                     update(Image)
                     .where(Image.id == result.image_id, Image.state == ImageState.QUEUED)
                     .values(
@@ -230,6 +223,9 @@ class Store(StuckMoves, Activity):
                         strip_bottom=None if result.strips is None else result.strips[1],
                     )
                 )
+                if updated.rowcount:  # type: ignore[attr-defined]
+                    image = session.get_one(Image, result.image_id)
+                    assign_event(session, image, result.decision, result.target_score, self._events)
 
     def record_decode_failure(self, image_id: int, error: str, *, give_up: bool) -> int:
         """Count a failed attempt; when giving up, the image is routed to quarantine."""
@@ -259,15 +255,7 @@ class Store(StuckMoves, Activity):
 
     def pending_moves(self) -> list[PendingMove]:
         with self._reading() as session:
-            images = session.scalars(select(Image).where(Image.state == ImageState.ROUTING))
-            moves = [_image_move(image) for image in images]
-            duplicates = session.scalars(
-                select(Duplicate).where(Duplicate.state == MoveState.ROUTING)
-            )
-            moves += [_duplicate_move(duplicate) for duplicate in duplicates]
-            rejects = session.scalars(select(Reject).where(Reject.state == MoveState.ROUTING))
-            moves += [_reject_move(reject) for reject in rejects]
-        return moves
+            return pending_moves(session)
 
     def record_intended(self, intended: dict[tuple[RowKind, int], str]) -> None:
         with self._writing() as session:
@@ -349,8 +337,9 @@ class Store(StuckMoves, Activity):
         return (duplicates or 0) + (rejects or 0)
 
 
-def _new_image(path: str, sha256: str, size: int) -> Image:
+def _new_image(path: str, sha256: str, size: int, deployment: str | None) -> Image:
     return Image(
+        deployment=deployment,
         sha256=sha256,
         original_path=path,
         original_name=path.rsplit("/", 1)[-1],
@@ -386,51 +375,3 @@ def _row(session: Session, kind: RowKind, row_id: int) -> Image | Duplicate | Re
             return session.get_one(Duplicate, row_id)
         case RowKind.REJECT:
             return session.get_one(Reject, row_id)
-
-
-def _image_move(image: Image) -> PendingMove:
-    quarantined = image.decision == ImageDecision.QUARANTINED
-    destination = (
-        Destination.QUARANTINE
-        if quarantined or image.decision is None
-        else destination_for(Decision(image.decision.value))
-    )
-    return PendingMove(
-        kind=RowKind.IMAGE,
-        id=image.id,
-        source_path=image.original_path,
-        sha256=image.sha256,
-        destination=destination,
-        capture_time=image.capture_time,
-        arrived_at=image.first_seen_at,
-        intended_path=image.intended_path,
-        reason=image.last_error if quarantined else None,
-    )
-
-
-def _duplicate_move(duplicate: Duplicate) -> PendingMove:
-    return PendingMove(
-        kind=RowKind.DUPLICATE,
-        id=duplicate.id,
-        source_path=duplicate.source_path,
-        sha256=duplicate.image.sha256,
-        destination=Destination.DUPLICATES,
-        capture_time=None,
-        arrived_at=duplicate.arrived_at,
-        intended_path=duplicate.intended_path,
-        reason=None,
-    )
-
-
-def _reject_move(reject: Reject) -> PendingMove:
-    return PendingMove(
-        kind=RowKind.REJECT,
-        id=reject.id,
-        source_path=reject.source_path,
-        sha256=None,
-        destination=Destination.QUARANTINE,
-        capture_time=None,
-        arrived_at=reject.arrived_at,
-        intended_path=reject.intended_path,
-        reason=reject.reason,
-    )

@@ -4,7 +4,7 @@ Embeddings written from now on are float16 (half the bytes); rows already stored
 and are read by their length (daemon.embeddings), so no data changes here.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-07 11:00:00.000000
 
 """
@@ -17,7 +17,7 @@ from alembic import op
 # revision identifiers, used by Alembic. Other branches add revisions after 0004 too; the
 # chain is fixed at merge.
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -343,8 +343,13 @@ def test_hostile_names_land_under_their_root_with_safe_names(station: Station) -
             continue
         final = outcome.final_path
         outcomes[display(name)[:40]] = f"{outcome.decision}: {final.parent.name}/{final.name!r}"
-        if final.parent.parent != roots[outcome.decision] or not DATED.match(final.parent.name):
-            problems.append(f"{display(name)}: {final} is not <root>/<date>/<name>")
+        # A file in an inbox folder has that folder as its deployment, filed below the date
+        # (and, in review, its event): <root>/<date>/<deployment>[/event-N]/<name>.
+        root = roots[outcome.decision]
+        folders = final.parent.relative_to(root).parts if root in final.parents else ()
+        if not folders or not DATED.match(folders[0]):
+            problems.append(f"{display(name)}: {final} is not <root>/<date>/.../<name>")
+        problems += [f"{final}: folder {f!r}: {r}" for f in folders for r in unsafe_name_reasons(f)]
         problems += [
             f"{display(name)} -> {final.name!r}: {r}" for r in unsafe_name_reasons(final.name)
         ]
