@@ -545,17 +545,6 @@ def test_view_gives_one_row_per_image_with_its_latest_classification(engine: Eng
 def test_view_has_every_image_column_plus_the_classification_summary(engine: Engine) -> None:
     with engine.connect() as connection:
         columns = connection.exec_driver_sql(f"SELECT * FROM {IMAGE_LATEST_VIEW}").keys()
-    # Columns of revisions 0005 and 0006 are not in the view yet.
-    not_in_view = {
-        "infrared",
-        "strip_top",
-        "strip_bottom",
-        "deployment",
-        "capture_time_corrected",
-        "capture_time_utc",
-        "event_id",
-        "route_reason",
-    }
-    image_columns = [c.name for c in Image.__table__.columns if c.name not in not_in_view]
+    image_columns = [column.name for column in Image.__table__.columns]
     summary = ["model_name", "target_score", "classification_decision", "probabilities"]
     assert list(columns) == [*image_columns, *summary, "classified_at"]
