@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.storage.database import deferred, session_factory
 from daemon.storage.schema import (
     AuditSample,
     Classification,
@@ -23,7 +20,7 @@ from daemon.storage.schema import (
     VerdictValue,
     utcnow,
 )
-from daemon.storage.store import StoreUnavailable
+from daemon.storage.transactions import StoreUnavailable, Transactions
 
 # Columns other branches add to images (infrared flags, events, deployments): figures are split
 # by each one present in the database, and simply not split while it is absent.
@@ -105,27 +102,8 @@ class AuditFrame:
     is_tiger: bool | None
 
 
-class StaffStore:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._sessions: sessionmaker[Session] = session_factory(engine)
-        self._reads: sessionmaker[Session] = session_factory(deferred(engine))
-
-    @contextmanager
-    def _writing(self) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except OperationalError as err:
-            raise StoreUnavailable(str(err.orig or err)) from err
-
-    @contextmanager
-    def _reading(self) -> Iterator[Session]:
-        try:
-            with self._reads() as session:
-                yield session
-        except OperationalError as err:
-            raise StoreUnavailable(str(err.orig or err)) from err
+class StaffStore(Transactions):
+    """The staff loop's reads and writes: verdicts, audit samples, heads, stored scores."""
 
     # --- finding frames -------------------------------------------------------------------------
 

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from daemon.outcomes import Decision
 from daemon.storage.activity import Activity, is_open
-from daemon.storage.database import deferred, session_factory
 from daemon.storage.events import EventSettings, assign_event
 from daemon.storage.pending import PendingMove as PendingMove  # re-exported: the routers' unit
 from daemon.storage.pending import pending_moves
@@ -34,15 +31,10 @@ from daemon.storage.schema import (
 )
 from daemon.storage.schema import RowKind as RowKind  # re-exported: the routers' vocabulary
 from daemon.storage.stuck import StuckMoves, clear_stuck
+from daemon.storage.transactions import StoreUnavailable as StoreUnavailable  # re-exported
+from daemon.storage.transactions import Transactions
 
 logger = logging.getLogger(__name__)
-
-
-class StoreUnavailable(Exception):  # noqa: N818 (the name the callers read: not an error of theirs)
-    """The database cannot be reached right now (locked, busy, I/O error); nothing was committed.
-
-    The callers' answer is always the same: keep the work where it is and try again later.
-    """
 
 
 class ArrivalOutcome(StrEnum):
@@ -103,30 +95,10 @@ class ModelInfo:
     uncertain_threshold: float
 
 
-class Store(StuckMoves, Activity, Refiles):
+class Store(Transactions, StuckMoves, Activity, Refiles):
     def __init__(self, engine: Engine, events: EventSettings | None = None) -> None:
+        super().__init__(engine)
         self._events = events or EventSettings()
-        # Writes begin IMMEDIATE (take the write lock at once); reads must not, or a status
-        # query would queue behind the daemon's commits.
-        self._sessions: sessionmaker[Session] = session_factory(engine)
-        self._reads: sessionmaker[Session] = session_factory(deferred(engine))
-
-    @contextmanager
-    def _writing(self) -> Iterator[Session]:
-        """One IMMEDIATE transaction, committed on success; SQLite trouble is StoreUnavailable."""
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except OperationalError as err:
-            raise StoreUnavailable(str(err.orig or err)) from err
-
-    @contextmanager
-    def _reading(self) -> Iterator[Session]:
-        try:
-            with self._reads() as session:
-                yield session
-        except OperationalError as err:
-            raise StoreUnavailable(str(err.orig or err)) from err
 
     # --- intake -------------------------------------------------------------------------------
 
