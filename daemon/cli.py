@@ -20,6 +20,7 @@ from daemon.cli_common import (
     dump_json,
 )
 from daemon.cli_common import load as _load
+from daemon.cli_progress import track
 from daemon.cli_staff import add_staff_commands
 from daemon.config import ConfigError, load_config
 from daemon.logsetup import configure_logging
@@ -134,7 +135,7 @@ def _compare_precision(args: argparse.Namespace) -> int:
         engine = open_migrated_database(config.database.url)
         paths = [Path(p) for p in Store(engine).classified_final_paths(max(args.sample, 1))]
         engine.dispose()
-        reports, failed = compare_precisions(config, paths)
+        reports, failed = compare_precisions(config, paths, track=track)
     except DatabaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATABASE
@@ -177,7 +178,9 @@ def _classify(args: argparse.Namespace) -> int:
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_MODEL
-    outcomes = list(classify_files(classifier, args.images, config))
+    outcomes = list(
+        track(classify_files(classifier, args.images, config), "classify", len(args.images))
+    )
     if args.json:
         print_json(outcomes)
     else:
