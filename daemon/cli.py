@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon import __version__
 from daemon.cli_common import (
@@ -22,8 +23,11 @@ from daemon.cli_common import (
 from daemon.cli_common import load as _load
 from daemon.cli_progress import track
 from daemon.cli_staff import add_staff_commands
-from daemon.config import ConfigError, load_config
+from daemon.config import Config, ConfigError, load_config
 from daemon.logsetup import configure_logging
+
+if TYPE_CHECKING:
+    from daemon.storage.instance import InstanceLock
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,6 +225,8 @@ def _run(args: argparse.Namespace) -> int:
     except DatabaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATABASE
+    if _model_unobtainable(config, lock):
+        return EXIT_MODEL
 
     from daemon.classify.loading import ModelLoadError
     from daemon.delivery.permissions import OwnershipError
@@ -237,6 +243,20 @@ def _run(args: argparse.Namespace) -> int:
     except DatabaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATABASE
+
+
+def _model_unobtainable(config: Config, lock: InstanceLock | None) -> bool:
+    """Before torch and transformers load (seconds): a model neither on disk, nor cached, nor
+    reachable fails at once with what to do (issue 14: an offline station is the normal case)."""
+    from daemon.classify.model_source import unobtainable_reason
+
+    problem = unobtainable_reason(config.model.name_or_path)
+    if problem is None:
+        return False
+    if lock is not None:
+        lock.release()
+    print(f"error: {problem}", file=sys.stderr)
+    return True
 
 
 def _status(args: argparse.Namespace) -> int:
