@@ -257,6 +257,6 @@ def _rescore(args: argparse.Namespace) -> int:
         return [score.target_score for score in classifier.score_embeddings(vectors, lights)]
 
     frames = store.stored_embeddings()
-    report = rescore(frames, classifier.model_name, zero_shot, config.decision, head)
+    report = rescore(frames, classifier.model_name, zero_shot, config.decision, head, track=track)
     print(dump_json(report.as_dict()) if args.json else format_report(report, head))
     return EXIT_OK
