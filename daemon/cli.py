@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon import __version__
 from daemon.cli_common import (
@@ -20,9 +21,13 @@ from daemon.cli_common import (
     dump_json,
 )
 from daemon.cli_common import load as _load
+from daemon.cli_progress import track
 from daemon.cli_staff import add_staff_commands
-from daemon.config import ConfigError, load_config
+from daemon.config import Config, ConfigError, load_config
 from daemon.logsetup import configure_logging
+
+if TYPE_CHECKING:
+    from daemon.storage.instance import InstanceLock
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,7 +139,7 @@ def _compare_precision(args: argparse.Namespace) -> int:
         engine = open_migrated_database(config.database.url)
         paths = [Path(p) for p in Store(engine).classified_final_paths(max(args.sample, 1))]
         engine.dispose()
-        reports, failed = compare_precisions(config, paths)
+        reports, failed = compare_precisions(config, paths, track=track)
     except DatabaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATABASE
@@ -177,7 +182,9 @@ def _classify(args: argparse.Namespace) -> int:
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_MODEL
-    outcomes = list(classify_files(classifier, args.images, config))
+    outcomes = list(
+        track(classify_files(classifier, args.images, config), "classify", len(args.images))
+    )
     if args.json:
         print_json(outcomes)
     else:
@@ -218,6 +225,8 @@ def _run(args: argparse.Namespace) -> int:
     except DatabaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATABASE
+    if _model_unobtainable(config, lock):
+        return EXIT_MODEL
 
     from daemon.classify.loading import ModelLoadError
     from daemon.delivery.permissions import OwnershipError
@@ -234,6 +243,20 @@ def _run(args: argparse.Namespace) -> int:
     except DatabaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATABASE
+
+
+def _model_unobtainable(config: Config, lock: InstanceLock | None) -> bool:
+    """Before torch and transformers load (seconds): a model neither on disk, nor cached, nor
+    reachable fails at once with what to do (issue 14: an offline station is the normal case)."""
+    from daemon.classify.model_source import unobtainable_reason
+
+    problem = unobtainable_reason(config.model.name_or_path)
+    if problem is None:
+        return False
+    if lock is not None:
+        lock.release()
+    print(f"error: {problem}", file=sys.stderr)
+    return True
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from daemon.cli_common import (
     dump_json,
     load,
 )
+from daemon.cli_progress import track
 from daemon.config import Config
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ def _audit(args: argparse.Namespace) -> int:
     store = _staff_store(config, args.config)
     if store is None:
         return EXIT_DATABASE
-    result = draw_audit(store, config.paths.review, args.sample, seed=args.seed)
+    result = draw_audit(store, config.paths.review, args.sample, seed=args.seed, track=track)
     for problem in result.problems:
         print(f"error: {problem}", file=sys.stderr)
     print(
@@ -212,7 +213,9 @@ def _adapt(args: argparse.Namespace) -> int:
     judged = store.judged_embeddings()
     positive = config.decision.positive_threshold
     try:
-        comparison = cross_validate(judged, positive, args.target_recall, args.min_verdicts)
+        comparison = cross_validate(
+            judged, positive, args.target_recall, args.min_verdicts, track=track
+        )
     except TooFewVerdicts as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SOME_FAILED
@@ -254,6 +257,6 @@ def _rescore(args: argparse.Namespace) -> int:
         return [score.target_score for score in classifier.score_embeddings(vectors, lights)]
 
     frames = store.stored_embeddings()
-    report = rescore(frames, classifier.model_name, zero_shot, config.decision, head)
+    report = rescore(frames, classifier.model_name, zero_shot, config.decision, head, track=track)
     print(dump_json(report.as_dict()) if args.json else format_report(report, head))
     return EXIT_OK

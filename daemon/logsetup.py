@@ -63,5 +63,5 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # Library chatter that says nothing about the station's files.
-    for noisy in ("watchdog", "alembic", "PIL", "urllib3", "httpx", "filelock"):
+    for noisy in ("watchdog", "alembic", "PIL", "urllib3", "httpx", "httpx2", "filelock"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

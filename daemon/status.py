@@ -12,6 +12,8 @@ from daemon.storage.store import Store
 
 # Long enough to smooth a batch's burst, short enough to follow a card being copied in.
 DRAIN_WINDOW_MINUTES = 10
+# The shortest span a rate is taken over: the first batches of a drain come in bursts.
+MIN_DRAIN_MINUTES = 1.0
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,8 @@ class StatusReport:
     stuck: list[dict[str, str]]  # entries that cannot be moved: path, reason, since
     drain_window_minutes: int
     drained_in_window: int  # entries that left the inboxes in the window
-    drain_per_minute: float
+    drain_per_minute: float  # over drain_minutes: since the first entry in the window left
+    drain_minutes: float
     backlog: int  # every entry still in an inbox (stuck ones excluded: they wait for a person)
     eta_seconds: float | None  # backlog / drain rate; None when nothing drains or nothing waits
     waiting_by_inbox: dict[str, int]
@@ -57,8 +60,7 @@ def gather_status(
     ]
     stuck_paths = {entry.source_path for entry in stuck_entries}
     waiting = [path for path in store.waiting_paths() if path not in stuck_paths]
-    drained = store.finished_since(now - timedelta(minutes=DRAIN_WINDOW_MINUTES))
-    per_minute = drained / DRAIN_WINDOW_MINUTES
+    drained, minutes = _drain(store, now)
     return StatusReport(
         images_by_state={state: counts.get(state, 0) for state in ("queued", "routing", "done")},
         queue_depth=counts.get("queued", 0),
@@ -70,13 +72,26 @@ def gather_status(
         stuck=stuck,
         drain_window_minutes=DRAIN_WINDOW_MINUTES,
         drained_in_window=drained,
-        drain_per_minute=round(per_minute, 2),
+        drain_per_minute=round(drained / minutes, 2),
+        drain_minutes=round(minutes, 1),
         backlog=len(waiting),
-        eta_seconds=len(waiting) / per_minute * 60 if waiting and per_minute else None,
+        eta_seconds=len(waiting) * minutes / drained * 60 if waiting and drained else None,
         waiting_by_inbox=_by_inbox(waiting, inboxes),
         last_error=_last_error_of(store),
         watchdog=f"withheld: {stall}" if stall else "sent when systemd asks",
     )
+
+
+def _drain(store: Store, now: datetime) -> tuple[int, float]:
+    """Entries out of the inboxes in the window, and the minutes they took: the window, or
+    less when the first of them left later (a card copied in 2 minutes ago drains at its own
+    pace, not at a fifth of it)."""
+    since = now - timedelta(minutes=DRAIN_WINDOW_MINUTES)
+    first = store.first_finished_since(since)
+    if first is None:
+        return 0, DRAIN_WINDOW_MINUTES
+    minutes = min(DRAIN_WINDOW_MINUTES, (now - first).total_seconds() / 60)
+    return store.finished_since(since), max(MIN_DRAIN_MINUTES, minutes)
 
 
 def _last_error_of(store: Store) -> dict[str, str] | None:
@@ -117,7 +132,7 @@ def format_status(report: StatusReport) -> str:
             f"moves waiting:  {report.moves_waiting}",
             f"oldest waiting: {oldest}",
             f"waiting:        {inboxes or 'nothing'}",
-            f"drain:          {_drain(report)}",
+            f"drain:          {_drain_line(report)}",
             f"last processed: {report.last_processed_at or 'never'}",
             f"today:          {today or 'nothing yet'}",
             f"progress:       {report.progress}",
@@ -132,10 +147,10 @@ def format_status(report: StatusReport) -> str:
     )
 
 
-def _drain(report: StatusReport) -> str:
+def _drain_line(report: StatusReport) -> str:
     rate = (
         f"{report.drained_in_window} in the last {report.drain_window_minutes} min "
-        f"({report.drain_per_minute:g}/min)"
+        f"({report.drain_per_minute:g}/min over {report.drain_minutes:g} min)"
     )
     if not report.backlog:
         return f"{rate}; backlog empty"

@@ -92,3 +92,15 @@ def test_the_command_reads_the_frames_from_their_final_paths(
     assert (fp32[0], fp32[1], fp32[3]) == ("fp32", "2", "0")  # 2 readable of 3 classified
     assert len(lines) == 1 + len(runnable_precisions("cpu"))
     assert "f2.jpg" in run.err and "skipped" in run.err
+
+
+def test_progress_per_precision_goes_to_stderr_and_the_table_to_stdout(
+    station: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = run_cli(capsys, "compare-precision", "-c", station, "--sample", "10")
+
+    assert run.code == 0, run.err
+    assert run.out.startswith("precision  images") and "compare " not in run.out
+    for precision in runnable_precisions("cpu"):
+        last = [line for line in run.err.splitlines() if line.startswith(f"compare {precision}:")]
+        assert last and last[-1].startswith(f"compare {precision}: 3/3 files (100%)"), run.err

@@ -5,6 +5,7 @@ that became `nobody` (root would create, rename and delete anywhere and hide the
 
 from __future__ import annotations
 
+import grp
 import importlib
 import os
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import yaml
 
@@ -175,11 +177,74 @@ def test_a_folder_the_daemon_cannot_write_fails(site: Site, folder: str) -> None
     assert "Permission denied" in result.line(role)
 
 
-def test_an_incomplete_model_folder_fails(site: Site) -> None:
-    (site.root / "model" / "model.safetensors").unlink()
+def reconfigure(site: Site, section: str, values: object) -> None:
+    settings = yaml.safe_load(site.config.read_text())
+    settings[section] = values
+    site.config.write_text(yaml.safe_dump(settings))
+
+
+@pytest.mark.parametrize(
+    ("part", "files"),
+    [
+        ("config", ["config.json"]),
+        ("weights", ["model.safetensors"]),
+        ("tokenizer", ["tokenizer.json", "vocab.json"]),
+        ("image processor", ["processor_config.json"]),
+    ],
+)
+def test_an_incomplete_model_folder_fails(site: Site, part: str, files: list[str]) -> None:
+    for name in files:
+        (site.root / "model" / name).unlink()
     result = site.doctor()
     assert result.code == 2
-    assert "lacks its weights file(s)" in result.line("model ")
+    assert f"lacks its {part} file(s)" in result.line("model ")
+
+
+def test_model_weights_the_daemon_cannot_read_fail(site: Site) -> None:
+    needs_root()
+    weights = site.root / "model" / "model.safetensors"
+    os.chown(weights, 0, 0)
+    weights.chmod(0o600)
+    result = site.doctor()
+    assert result.code == 2
+    assert "cannot read the weights" in result.line("model ")
+    assert "chmod a+r" in result.line("model ")
+
+
+def test_a_hub_model_not_in_the_cache_fails(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    reconfigure(site, "model", {"name_or_path": "openai/clip-vit-base-patch32"})
+    result = site.doctor()
+    assert result.code == 2
+    line = result.line("model openai/clip-vit-base-patch32")
+    assert line.startswith("fail") and "not in the Hugging Face cache" in line
+    assert "download-model" in line
+
+
+def test_an_inbox_of_another_group_than_files_group_warns(site: Site) -> None:
+    needs_root()
+    group = grp.getgrgid(site.owner[1]).gr_name
+    reconfigure(site, "files", {"group": group})
+    os.chown(site.root / "inbox", site.owner[0], 0)  # chown resets setgid: set it again
+    (site.root / "inbox").chmod(0o2770)
+    result = site.doctor()
+    assert result.code == 1
+    line = result.line("setgid group")
+    assert line.startswith("warn") and f"files.group is {group}" in line
+    assert f"chgrp {group}" in line
+
+
+def test_a_destination_out_of_inodes_warns(site: Site) -> None:
+    needs_root()
+    # Plenty of space (tmpfs reserves none), 200 inodes.
+    with mounted_tmpfs(site.root / "archive", "4g,nr_inodes=200") as archive:
+        os.chown(archive, *site.owner)
+        result = site.doctor()
+    assert result.code == 1
+    line = result.line(f"archive {site.root / 'archive'}: free space")
+    assert line.startswith("warn") and "inodes free" in line
 
 
 @pytest.mark.parametrize("broken", ["other config", "folders outside", "no unit"])
@@ -214,8 +279,40 @@ def test_a_nearly_full_destination_fails(site: Site) -> None:
     assert full[0].startswith("fail"), full
 
 
-def test_network_mounts_warn_unless_polled(tmp_path: Path) -> None:
-    """No NFS server here: the mount table is the one part given as text."""
+@pytest.mark.parametrize("polling", [False, True])
+def test_network_mounts_warn_unless_polled(
+    site: Site, monkeypatch: pytest.MonkeyPatch, polling: bool
+) -> None:
+    """No NFS server here: the mount table is the one part given as text, the inbox and the
+    archive listed in it as NFS mounts, the database's folder as an SMB share."""
+    mountinfo = site.root / "mountinfo"  # where the daemon's user can read it
+    mountinfo.write_text(
+        Path("/proc/self/mountinfo").read_text()
+        + f"90 22 0:60 / {site.root / 'inbox'} rw - nfs4 server:/inbox rw\n"
+        + f"91 22 0:61 / {site.root / 'archive'} rw - nfs4 server:/archive rw\n"
+        + f"92 22 0:62 / {site.root / 'data'} rw - cifs //server/data rw\n"
+    )
+    real = folders.filesystem_type
+    monkeypatch.setattr(folders, "filesystem_type", lambda path: real(path, mountinfo))
+    reconfigure(site, "paths", {
+        "inbox": [{"path": "inbox", "polling": polling}],
+        **{name: name for name in DESTINATIONS},
+    })  # fmt: skip
+    result = site.doctor()
+    assert result.code == 1
+    inbox = result.line(f"inbox {site.root / 'inbox'}: file system")
+    if polling:
+        assert inbox.startswith("ok")
+    else:
+        assert inbox.startswith("warn") and "set polling: true" in inbox
+    archive = result.line(f"archive {site.root / 'archive'}: file system")
+    assert archive.startswith("warn") and "nfs4" in archive and "local disk" in archive
+    database = result.line(f"database folder {site.root / 'data'}: file system")
+    assert database.startswith("warn") and "cifs" in database
+    assert result.line(f"review {site.root / 'review'}: file system").startswith("ok")
+
+
+def test_the_mount_table_gives_the_deepest_mount(tmp_path: Path) -> None:
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(
         "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.classify import hub_probe
 from tests.daemon_support import REPO_ROOT
 
 # A hang guard only: the retries this test rules out are counted, not timed.
@@ -60,6 +61,7 @@ def test_make_run_without_network_fails_at_once_with_one_line(
     env |= {
         "HF_HOME": str(tmp_path / "hf-home"),  # an empty cache: nothing was ever downloaded
         "HF_ENDPOINT": f"http://127.0.0.1:{silent_hub.port}",
+        "PYTHONPROFILEIMPORTTIME": "1",  # shows whether torch was imported before the message
     }
     started = time.monotonic()
     run = subprocess.run(
@@ -71,10 +73,11 @@ def test_make_run_without_network_fails_at_once_with_one_line(
         timeout=EXIT_GUARD_SECONDS,
     )
     seconds = time.monotonic() - started
-    lines = run.stderr.strip().splitlines()
+    imports = [line for line in run.stderr.splitlines() if line.startswith("import time:")]
+    lines = [line for line in run.stderr.strip().splitlines() if line not in imports]
     errors = [line for line in lines if "Cannot load CLIP model" in line]
     print(f"\n[offline] exit {run.returncode} after {seconds:.1f} s, {len(silent_hub.connections)}")
-    print(run.stderr)
+    print("\n".join(lines))
     assert run.returncode == 3
     assert len(silent_hub.connections) == 1  # the probe: no download attempt, no retries
     assert len(errors) == 1
@@ -84,3 +87,29 @@ def test_make_run_without_network_fails_at_once_with_one_line(
     assert "model.name_or_path" in message  # what to do, on the same line
     assert not [line for line in lines if "retry" in line.lower() or "Retrying" in line]
     assert "Traceback" not in run.stderr
+    # The message comes before the seconds torch and transformers take to import, and before
+    # the database is created: nothing of the daemon started.
+    imported = {line.rsplit("|", 1)[1].strip() for line in imports}
+    assert "daemon.cli" in imported and "huggingface_hub" in imported  # the profile is there
+    assert not {"torch", "transformers", "daemon.service"} & imported
+    assert not (tmp_path / "station-data" / "tigerwatch.db").exists()
+
+
+def test_a_name_lookup_that_never_answers_is_given_up_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """urllib's timeout does not cover the name lookup; on a dead link the resolver retries
+    for 10 s and more."""
+    release = threading.Event()
+
+    def hanging_lookup(*_args: object, **_kwargs: object) -> list[object]:
+        release.wait(60)
+        raise socket.gaierror("resolver gave up")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    monkeypatch.setattr(hub_probe, "hub_endpoint", lambda: "https://hub.invalid")
+    try:
+        reason = hub_probe.hub_unreachable_reason(timeout=0.2)
+    finally:
+        release.set()
+    assert reason == "https://hub.invalid did not answer within 0.2 s (no name lookup or reply)"

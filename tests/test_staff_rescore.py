@@ -100,3 +100,14 @@ def test_rescore_refuses_apply_for_now(
     assert main(["rescore", "-c", str(station.config_path), "--apply"]) == 2
     assert "rescore --apply is not available yet" in capsys.readouterr().err
     assert query(station, "SELECT id, decision, final_path FROM images ORDER BY id") == before
+
+
+def test_rescore_progress_goes_to_stderr_and_the_json_to_stdout(
+    station: Station, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["rescore", "-c", str(station.config_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["rescored"] == FRAMES
+    progress = [line for line in captured.err.splitlines() if line.startswith("rescore: ")]
+    assert progress and progress[-1].startswith(f"rescore: {FRAMES}/{FRAMES} frames (100%)")

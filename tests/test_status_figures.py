@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from daemon.storage.database import upgrade_database
+from daemon.status import gather_status
+from daemon.storage.database import create_db_engine, upgrade_database
 from daemon.storage.schema import (
     Image,
     ImageDecision,
@@ -23,6 +26,7 @@ from daemon.storage.schema import (
     RowKind,
     StuckMove,
 )
+from daemon.storage.store import Store
 from tests.daemon_support import REPO_ROOT, Station, make_station
 
 
@@ -124,11 +128,14 @@ def test_status_reports_the_drain_the_backlog_and_what_holds_it(station: Station
     text = status(station)
     print(text)
 
-    # By hand: 30 frames + the error frame + the reject left the inboxes in the last 10 min.
-    assert report["drained_in_window"] == 32
-    assert report["drain_per_minute"] == 3.2
-    assert report["backlog"] == 60  # the two stuck entries wait for a person, not the daemon
-    assert report["eta_seconds"] == pytest.approx(60 / 3.2 * 60)  # 1125 s
+    # By hand: 30 frames + the error frame + the reject left the inboxes in the last 10 min,
+    # the first of them 6.3 min before `now` (the frame done 0.5 + 0.2 * 29 min ago).
+    figures = figures_at(station, now)
+    assert figures["drained_in_window"] == report["drained_in_window"] == 32
+    assert figures["drain_minutes"] == 6.3
+    assert figures["drain_per_minute"] == round(32 / 6.3, 2)  # 5.08
+    assert figures["backlog"] == report["backlog"] == 60  # stuck entries wait for a person
+    assert figures["eta_seconds"] == pytest.approx(60 / (32 / 6.3) * 60)  # 709 s
     assert report["waiting_by_inbox"] == {str(inbox): 40, str(ftp): 20}
     assert [entry["reason"] for entry in report["stuck"]] == [
         "permission denied",  # the oldest first
@@ -137,9 +144,52 @@ def test_status_reports_the_drain_the_backlog_and_what_holds_it(station: Station
     assert report["last_error"]["path"] == str(ftp / "half.jpg")
     assert report["last_error"]["reason"].startswith("truncated JPEG")
     assert report["watchdog"] == "sent when systemd asks"
-    assert "32 in the last 10 min (3.2/min); 60 waiting, done in about 19 min" in text
+    # The command ran a few seconds after `now`: the span, and so the rate, moved a little.
+    assert re.search(
+        r"32 in the last 10 min \(5\.\d+/min over 6\.\d min\); 60 waiting, done in about 12 min",
+        text,
+    ), text
     assert f"waiting:        {inbox} 40, {ftp} 20" in text
     assert "last error:     " in text and "half.jpg: truncated JPEG" in text
+
+
+def test_a_drain_that_began_two_minutes_ago_is_timed_from_its_start(station: Station) -> None:
+    """A card copied in: 300 frames out in the 2 minutes since the daemon began on it, 900
+    waiting. Over the whole 10-minute window that would look like 30/min and 30 min to go."""
+    now = datetime.now(UTC)
+    inbox = station.root / "inbox"
+    rows: list[object] = [
+        image(inbox / f"done_{n}.jpg", now, done_minutes_ago=2.0 * n / 299) for n in range(300)
+    ]
+    rows += [image(inbox / f"wait_{n}.jpg", now) for n in range(900)]
+    write_rows(station, rows)
+
+    figures = figures_at(station, now)
+
+    assert (figures["drained_in_window"], figures["drain_minutes"]) == (300, 2.0)
+    assert figures["drain_per_minute"] == 150.0
+    assert figures["eta_seconds"] == pytest.approx(900 / 150 * 60)  # 6 min, not 30
+
+
+def test_a_single_early_batch_counts_over_at_least_a_minute(station: Station) -> None:
+    now = datetime.now(UTC)
+    inbox = station.root / "inbox"
+    rows: list[object] = [image(inbox / f"d{n}.jpg", now, done_minutes_ago=0.1) for n in range(8)]
+    write_rows(station, [*rows, *(image(inbox / f"w{n}.jpg", now) for n in range(16))])
+
+    figures = figures_at(station, now)
+
+    assert (figures["drain_minutes"], figures["drain_per_minute"]) == (1.0, 8.0)
+    assert figures["eta_seconds"] == pytest.approx(16 / 8 * 60)
+
+
+def figures_at(station: Station, now: datetime) -> dict[str, Any]:
+    """The report as status computes it at `now` exactly (the command runs seconds later)."""
+    engine = create_db_engine(f"sqlite:///{station.db_path}")
+    try:
+        return gather_status(Store(engine), now=now).as_dict()
+    finally:
+        engine.dispose()
 
 
 def test_status_of_a_queue_that_does_not_drain(station: Station) -> None:

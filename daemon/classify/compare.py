@@ -11,6 +11,7 @@ from daemon.classify.classifier import ClipClassifier
 from daemon.classify.cpu_caps import this_cpu_has_native_bf16
 from daemon.classify.oneshot import FileOutcome, classify_files
 from daemon.classify.precision import Precision, resolve_device
+from daemon.cli_progress import Track, untracked
 from daemon.config import Config
 
 
@@ -33,7 +34,7 @@ def runnable_precisions(device: str) -> list[Precision]:
 
 
 def compare_precisions(
-    config: Config, paths: Sequence[Path]
+    config: Config, paths: Sequence[Path], *, track: Track = untracked
 ) -> tuple[list[PrecisionReport], list[FileOutcome]]:
     """One report per precision; plus the files fp32 could not read (named, then left out)."""
     reference: dict[Path, str] = {}
@@ -42,7 +43,9 @@ def compare_precisions(
     for precision in runnable_precisions(config.model.device):
         classifier = _load(config, precision)
         started = time.perf_counter()
-        outcomes = list(classify_files(classifier, paths, config))
+        outcomes = list(
+            track(classify_files(classifier, paths, config), f"compare {precision}", len(paths))
+        )
         seconds = time.perf_counter() - started
         good = {o.path: str(o.decision) for o in outcomes if o.decision is not None}
         if precision == "fp32":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import urllib.error
 import urllib.request
 
@@ -21,7 +22,21 @@ def hub_unreachable_reason(timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None
     """None when the hub answers (any HTTP status counts); else why not, in a few words.
 
     urllib honours $HTTPS_PROXY/$NO_PROXY as the hub client does, so a proxied station probes
-    through its proxy."""
+    through its proxy. urllib's timeout does not cover the name lookup, which on a dead link
+    waits for the resolver's own retries (10 s and more): the probe runs in a thread and is
+    given up at the deadline instead."""
+    answers: list[str | None] = []
+    probe = threading.Thread(
+        target=lambda: answers.append(_probe(timeout)), name="hub-probe", daemon=True
+    )
+    probe.start()
+    probe.join(timeout)
+    if answers:
+        return answers[0]
+    return f"{hub_endpoint()} did not answer within {timeout:g} s (no name lookup or reply)"
+
+
+def _probe(timeout: float) -> str | None:
     request = urllib.request.Request(f"{hub_endpoint()}/api/whoami-v2", method="HEAD")
     try:
         with urllib.request.urlopen(request, timeout=timeout):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +26,9 @@ from transformers.utils.hub import cached_file
 
 from daemon.classify.hub_probe import hub_unreachable_reason
 from daemon.classify.model_files import weights_digest
+from daemon.classify.model_source import fetch_hint, is_hub_name, short_reason
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_HUB_MODEL = "openai/clip-vit-base-patch32"
-MAX_REASON_CHARS = 300
-# The hub's repo id rule ("org/name" or "name"); anything else can only be a folder.
-HUB_NAME = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]{0,95}")
 
 
 class ModelLoadError(Exception):
@@ -68,7 +63,7 @@ def download_model(name: str, out_dir: Path) -> None:
         processor = CLIPProcessor.from_pretrained(name, backend="pil")
     except (OSError, ValueError) as err:
         raise ModelLoadError(
-            f"Cannot download CLIP model {name!r} from the Hugging Face hub: {_short_reason(err)}"
+            f"Cannot download CLIP model {name!r} from the Hugging Face hub: {short_reason(err)}"
         ) from err
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
@@ -100,8 +95,8 @@ def _load_model_and_processor(name_or_path: str, labels: tuple[str, ...]) -> Loa
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         return _from_folder(name_or_path, folder, labels)
-    if not _is_hub_name(name_or_path):
-        raise ModelLoadError(_fetch_hint(name_or_path, f"folder {folder.resolve()} does not exist"))
+    if not is_hub_name(name_or_path):
+        raise ModelLoadError(fetch_hint(name_or_path, f"folder {folder.resolve()} does not exist"))
     return _from_hub(name_or_path, labels)
 
 
@@ -110,7 +105,7 @@ def _from_folder(name: str, folder: Path, labels: tuple[str, ...]) -> LoadedPart
         return _from_pretrained(str(folder), labels, local_files_only=True)
     except Exception as err:  # from_pretrained raises OSError, ValueError, safetensors errors...
         where = f"no loadable CLIP model in folder {folder.resolve()}"
-        raise ModelLoadError(_fetch_hint(name, where, err)) from err
+        raise ModelLoadError(fetch_hint(name, where, err)) from err
 
 
 def _from_hub(name: str, labels: tuple[str, ...]) -> LoadedParts:
@@ -123,11 +118,11 @@ def _from_hub(name: str, labels: tuple[str, ...]) -> LoadedParts:
             where = (
                 f"not a folder, not in the Hugging Face cache {cache}, and HF_HUB_OFFLINE is set"
             )
-            raise ModelLoadError(_fetch_hint(name, where, cache_err)) from cache_err
+            raise ModelLoadError(fetch_hint(name, where, cache_err)) from cache_err
     unreachable = hub_unreachable_reason()
     if unreachable is not None:
         where = f"not a folder, not in the Hugging Face cache {cache}, and {unreachable}"
-        raise ModelLoadError(_fetch_hint(name, where))
+        raise ModelLoadError(fetch_hint(name, where))
     logger.info("CLIP %s is not in the Hugging Face cache %s; downloading it", name, cache)
     try:
         return _from_pretrained(name, labels, local_files_only=False)
@@ -135,7 +130,7 @@ def _from_hub(name: str, labels: tuple[str, ...]) -> LoadedParts:
         where = (
             f"not a folder, not in the Hugging Face cache {cache}, and the hub did not provide it"
         )
-        raise ModelLoadError(_fetch_hint(name, where, err)) from err
+        raise ModelLoadError(fetch_hint(name, where, err)) from err
 
 
 def _from_pretrained(
@@ -203,29 +198,6 @@ def _tensor_from_safetensors(path: str, key: str) -> torch.Tensor:
 def _tensor_from_torch_file(path: str, key: str) -> torch.Tensor:
     state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     return torch.as_tensor(state[key])
-
-
-def _is_hub_name(name: str) -> bool:
-    return HUB_NAME.fullmatch(name) is not None and ".." not in name and "--" not in name
-
-
-def _fetch_hint(name: str, where: str, err: BaseException | None = None) -> str:
-    """One self-sufficient message: what failed, where we looked, and how to get the model."""
-    hub_name = name if _is_hub_name(name) and "/" in name else DEFAULT_HUB_MODEL
-    folder = "./" + hub_name.rsplit("/", 1)[-1]
-    reason = f" ({_short_reason(err)})" if err is not None else ""
-    return (
-        f"Cannot load CLIP model {name!r}: {where}{reason}. "
-        f"To fetch it: on a machine with internet run "
-        f"`tigerwatch download-model {hub_name} {folder}`, copy that folder to this station "
-        f"and set model.name_or_path to its path."
-    )
-
-
-def _short_reason(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    first_line = lines[0] if lines else type(err).__name__
-    return first_line[:MAX_REASON_CHARS]
 
 
 def crop_size(processor: Any) -> int:

@@ -10,6 +10,7 @@ import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from daemon.cli_progress import Track, untracked
 from daemon.embeddings import from_stored
 from daemon.staff.evaluate import TooFewVerdicts
 from daemon.staff.metrics import confusion, precision_at_recall
@@ -55,7 +56,12 @@ def _model() -> LogisticRegression:
 
 
 def cross_validate(
-    judged: Sequence[JudgedEmbedding], positive: float, target_recall: float, min_each: int
+    judged: Sequence[JudgedEmbedding],
+    positive: float,
+    target_recall: float,
+    min_each: int,
+    *,
+    track: Track = untracked,
 ) -> Comparison:
     """Out-of-fold head probabilities (stratified k-fold) against the zero-shot scores."""
     tigers = sum(j.is_tiger for j in judged)
@@ -69,7 +75,7 @@ def cross_validate(
     folds = min(MAX_FOLDS, smaller)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     held_out = np.zeros(len(labels))
-    for train, test in splitter.split(features, labels):
+    for train, test in track(splitter.split(features, labels), "adapt", folds, "folds"):
         held_out[test] = (
             _model().fit(features[train], labels[train]).predict_proba(features[test])[:, 1]
         )

@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
+from daemon.cli_progress import Track, untracked
 from daemon.delivery.naming import unique_destination
 from daemon.storage.schema import AuditSample, ImageDecision, printable, utcnow
 from daemon.storage.staff import StaffStore
@@ -32,7 +33,13 @@ class AuditResult:
 
 
 def draw_audit(
-    store: StaffStore, review: Path, size: int, *, seed: int | None, today: date | None = None
+    store: StaffStore,
+    review: Path,
+    size: int,
+    *,
+    seed: int | None,
+    today: date | None = None,
+    track: Track = untracked,
 ) -> AuditResult:
     """Link a uniform random sample of `size` frames (without replacement) for staff to judge."""
     population = store.audit_population(ImageDecision.NEGATIVE) + store.audit_population(
@@ -46,7 +53,7 @@ def draw_audit(
     folder.mkdir(parents=True, exist_ok=True)
     weight = len(population) / len(chosen)  # each sampled frame stands for this many
     samples, problems = [], []
-    for image_id, path in chosen:
+    for image_id, path in track(chosen, "audit", len(chosen), "frames"):
         try:
             link = link_or_copy(Path(path), folder)
         except OSError as err:

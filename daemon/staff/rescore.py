@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from daemon.cli_progress import Track, untracked
 from daemon.config import Decision as Thresholds
 from daemon.embeddings import from_stored
 from daemon.heads import LinearHead
@@ -41,12 +42,14 @@ def rescore(
     zero_shot: ZeroShot,
     thresholds: Thresholds,
     head: LinearHead | None,
+    *,
+    track: Track = untracked,
 ) -> RescoreReport:
     """Each frame's decision under the current prompts, thresholds (per light) and head."""
     usable = [f for f in frames if not f.judged and f.embedding and f.model_name == model_name]
     scores = _scores(usable, zero_shot, head)
     moves: Counter[str] = Counter()
-    for frame, score in zip(usable, scores, strict=True):
+    for frame, score in track(zip(usable, scores, strict=True), "rescore", len(usable), "frames"):
         positive, uncertain = thresholds.thresholds(infrared=frame.infrared)
         now = decide(score, positive_threshold=positive, uncertain_threshold=uncertain)
         before = Decision(frame.decision)

@@ -56,6 +56,15 @@ class Activity:
                 for model in (Image, Duplicate, Reject)
             )
 
+    def first_finished_since(self, since: datetime) -> datetime | None:
+        """When the first entry to leave the inbox since `since` left; None if none did."""
+        with self._reading() as session:
+            found = [
+                session.scalar(select(func.min(model.done_at)).where(model.done_at >= since))
+                for model in (Image, Duplicate, Reject)
+            ]
+        return min((moment for moment in found if moment is not None), default=None)
+
     def waiting_paths(self) -> list[str]:
         """Inbox paths of every entry not yet out of the inbox."""
         with self._reading() as session:
