@@ -98,7 +98,9 @@ def _last_error_of(store: Store) -> dict[str, str] | None:
     error = store.last_error()
     if error is None:
         return None
-    return {"at": _iso(error.at), "path": printable(error.path), "reason": error.reason}
+    path = printable(error.path)
+    # Decode errors are stored as "<path>: <reason>" already; the path is said once.
+    return {"at": _iso(error.at), "path": path, "reason": error.reason.removeprefix(f"{path}: ")}
 
 
 def _by_inbox(paths: list[str], inboxes: tuple[Path, ...]) -> dict[str, int]:
@@ -172,6 +174,4 @@ def _last_error(report: StatusReport) -> str:
     error = report.last_error
     if error is None:
         return "none"
-    # Decode errors are stored as "<path>: <reason>" already; the path is said once.
-    reason = error["reason"].removeprefix(f"{error['path']}: ")
-    return f"{error['at']} {error['path']}: {reason}"
+    return f"{error['at']} {error['path']}: {error['reason']}"

@@ -216,6 +216,9 @@ def test_the_last_error_names_its_file_once(station: Station) -> None:
     write_rows(station, [image(bad, now, done_minutes_ago=1, error=error)])
 
     line = next(line for line in status(station).splitlines() if line.startswith("last error:"))
+    report = json.loads(status(station, "--json"))
+
+    assert report["last_error"]["reason"] == "image file is truncated (110 bytes not processed)"
 
     assert line.endswith(f" {bad}: image file is truncated (110 bytes not processed)")
     assert line.count(str(bad)) == 1
