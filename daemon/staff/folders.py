@@ -72,7 +72,7 @@ class VerdictFolders:
             return
         self.stop()
         observer = Observer()
-        observer.name = f"watch:{self._review} (verdicts)"
+        observer.name = f"verdicts:{self._review}"  # "watch:" names the inbox watches
         try:
             observer.schedule(_Handler(self), os.fspath(self._review), recursive=True)
             observer.start()
