@@ -72,7 +72,7 @@ def _scores(
         return []
     vectors = np.stack([from_stored(f.embedding or b"", f.embedding_dim) for f in frames])
     if head is not None:
-        return [head.score(vector) for vector in vectors]
+        return [head.score(v, infrared=f.infrared) for v, f in zip(vectors, frames, strict=True)]
     return zero_shot(vectors, [f.infrared for f in frames])
 
 

@@ -67,6 +67,7 @@ class JudgedEmbedding:
     is_tiger: bool
     model_name: str
     model_revision: str | None
+    infrared: bool  # the frame's light (images.infrared; NULL counts as colour)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class StoredHead:
     cv: dict[str, object]
     weights: list[float]
     bias: float
+    infrared_weight: float | None  # None: trained on the embedding alone
 
 
 @dataclass(frozen=True)
@@ -228,8 +230,9 @@ class StaffStore(Transactions):
                 .where(Classification.embedding.is_not(None))
                 .group_by(Classification.image_id)
             ).scalar_subquery()
-            rows = session.scalars(
-                select(Classification)
+            rows = session.execute(
+                select(Classification, Image.infrared)
+                .join(Image, Image.id == Classification.image_id)
                 .where(Classification.id.in_(latest), Classification.image_id.in_(verdicts))
                 .order_by(Classification.image_id)
             ).all()
@@ -242,8 +245,9 @@ class StaffStore(Transactions):
                     is_tiger=verdicts[row.image_id] is VerdictValue.TIGER,
                     model_name=row.model_name,
                     model_revision=row.model_revision,
+                    infrared=bool(infrared),
                 )
-                for row in rows
+                for row, infrared in rows
             ]
 
     def stored_embeddings(self) -> list[StoredEmbedding]:
@@ -346,7 +350,13 @@ def _verdict_row(verdict: NewVerdict, now: datetime) -> Verdict:
 
 def _head_row(head: Head) -> StoredHead:
     return StoredHead(
-        head.id, head.model_name, head.verdict_count, head.cv, head.weights, head.bias
+        head.id,
+        head.model_name,
+        head.verdict_count,
+        head.cv,
+        head.weights,
+        head.bias,
+        head.infrared_weight,
     )
 
 
