@@ -71,19 +71,6 @@ class JudgedEmbedding:
 
 
 @dataclass(frozen=True)
-class StoredEmbedding:
-    """A filed frame's latest classification as `tigerwatch rescore` needs it."""
-
-    image_id: int
-    decision: str  # where the frame is filed now: positive, uncertain or negative
-    embedding: bytes | None  # as stored (daemon.embeddings.from_stored); None: from before them
-    embedding_dim: int | None
-    model_name: str
-    infrared: bool  # False where the database has no images.infrared column
-    judged: bool  # carries a staff verdict
-
-
-@dataclass(frozen=True)
 class StoredHead:
     id: int
     model_name: str
@@ -249,40 +236,6 @@ class StaffStore(Transactions):
                 )
                 for row, infrared in rows
             ]
-
-    def stored_embeddings(self) -> list[StoredEmbedding]:
-        """Every filed frame (review, uncertain, archive) with its latest classification."""
-        verdicts = self.latest_verdicts()
-        lights = {i: bool(v.get("infrared")) for i, v in self._optional_splits().items()}
-        filed = (ImageDecision.POSITIVE, ImageDecision.UNCERTAIN, ImageDecision.NEGATIVE)
-        with self._reading() as session:
-            latest = (
-                select(func.max(Classification.id)).group_by(Classification.image_id)
-            ).scalar_subquery()
-            rows = session.execute(
-                select(
-                    Image.id,
-                    Image.decision,
-                    Classification.embedding,
-                    Classification.embedding_dim,
-                    Classification.model_name,
-                )
-                .join(Classification, Classification.image_id == Image.id)
-                .where(Classification.id.in_(latest), Image.decision.in_(filed))
-                .order_by(Image.id)
-            ).all()
-        return [
-            StoredEmbedding(
-                image_id,
-                str(decision),
-                embedding,
-                dim,
-                model,
-                lights.get(image_id, False),
-                image_id in verdicts,
-            )
-            for image_id, decision, embedding, dim, model in rows
-        ]
 
     def save_head(self, head: Head) -> int:
         with self._writing() as session:
