@@ -14,6 +14,10 @@ from daemon.cli import main
 from daemon.config import ConfigError
 from daemon.embeddings import from_stored
 from daemon.heads import LinearHead
+from daemon.staff.head_choice import configured_head
+from daemon.storage.database import create_db_engine
+from daemon.storage.schema import Head
+from daemon.storage.staff import StaffStore
 from tests.conftest import DEFAULT_LABELS, DEFAULT_TARGETS
 from tests.daemon_support import (
     Station,
@@ -141,3 +145,31 @@ def test_model_head_accepts_none_latest_or_an_id(
     else:
         with pytest.raises(ConfigError, match=r"model\.head: .*none, latest or the id"):
             station.config()
+
+
+def test_a_head_from_before_the_light_input_scores_the_embedding_alone(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    station = make_station(tmp_path / "station", tiny_model_dir)
+    add_frames(station, [0.9])  # a migrated database
+    store = StaffStore(create_db_engine(f"sqlite:///{station.db_path}"))
+    weights = [0.5, -1.0, 2.0]
+    for light_weight in (None, 1.5):  # heads.infrared_weight NULL: saved before revision 0010
+        store.save_head(
+            Head(
+                model_name="tiny",
+                verdict_count=20,
+                cv={},
+                weights=weights,
+                bias=-0.25,
+                infrared_weight=light_weight,
+            )
+        )
+    vector = np.array([0.6, 0.0, 0.8], dtype=np.float32)
+    logit = 0.5 * 0.6 + 2.0 * 0.8 - 0.25
+    old, new = (configured_head(store, which, "tiny") for which in ("1", "2"))
+    assert old is not None and new is not None and old.infrared_weight is None
+    for light in (False, True):
+        assert old.score(vector, infrared=light) == pytest.approx(1 / (1 + np.exp(-logit)))
+    assert new.score(vector) == pytest.approx(1 / (1 + np.exp(-logit)))
+    assert new.score(vector, infrared=True) == pytest.approx(1 / (1 + np.exp(-logit - 1.5)))
