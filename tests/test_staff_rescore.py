@@ -192,13 +192,28 @@ def test_rescore_apply_records_moves_and_leaves_judged_frames_alone(
     assert _files(station) == files and dict((r[0], r[1:]) for r in _placed(station)) == after
     desk.rename(Path(str(before[on_desk][1])))
     assert check_invariant(station) == []
-    # The daemon starts on what rescore left (settling refiles, filing events), files a new
-    # frame, and moves none of the others.
-    files = _files(station)
+    # The daemon starts on what rescore left: the events rescore changed are filed again, so
+    # the frame staff put back goes with its event now; nothing else moves, a new frame is filed.
+    desk_path = Path(str(before[on_desk][1]))
+    others = [f for f in _files(station) if f != desk_path]
     write_file(station.inbox / "IMG_new.JPG", noise_jpeg(999, (96, 64)))
+    pending = "SELECT count(*) FROM events WHERE refile_pending > 0"
     with daemon_thread(station):
-        wait_until(lambda: images_done(station) == FRAMES + 1 and settled(station), "filed")
-    assert [f for f in _files(station) if f.name != "IMG_new.JPG"] == files
+        wait_until(
+            lambda: (
+                images_done(station) == FRAMES + 1
+                and settled(station)
+                and query(station, pending) == [(0,)]
+            ),
+            "filed",
+        )
+    ((decision, final_path),) = query(
+        station, "SELECT decision, final_path FROM images WHERE id = ?", on_desk
+    )
+    assert decision == now[on_desk].value and not desk_path.exists()
+    assert sorted([*others, Path(str(final_path))]) == [
+        f for f in _files(station) if f.name != "IMG_new.JPG"
+    ]
     assert check_invariant(station) == []
 
 

@@ -187,11 +187,11 @@ def _moves(
         if frame.judged or not frame.done or frame.final_path is None:
             continue
         own = after.decision[frame.image_id]
-        with_event = frame.event_id is not None and frame.event_id in events
-        goes = events[frame.event_id] if with_event and frame.event_id is not None else own
+        event = events.get(frame.event_id) if frame.event_id is not None else None
+        goes = own if event is None else event
         if goes is not frame.filed:
             reason = f"rescore: {frame.filed} -> {goes}"
-            if with_event and goes is not own:
+            if goes is not own:
                 reason += f" (its own score says {own}; event {frame.event_id} is {goes})"
             moves.append(Move(frame, goes, reason))
     return moves

@@ -112,6 +112,10 @@ class Rescores(Transactions):
                 event = session.get_one(Event, change.id)
                 event.decision, event.max_target_score = change.decision, change.max_target_score
                 event.updated_at = utcnow()
+                # The daemon's filing pass looks at the event again when it starts: a frame
+                # still on its way out of the inbox, or one a destination refused, ends up
+                # with its event even if this run does not move it.
+                event.refile_pending += 1
 
 
 def _frame(image: Image, row: Classification, judged: bool) -> RescoreFrame:
