@@ -27,7 +27,11 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from daemon.classify.classifier import ClipClassifier
+    from daemon.staff.rescore import Scoring
+    from daemon.storage.rescores import Rescores
     from daemon.storage.staff import StaffStore
+    from daemon.storage.store import Store
 
 
 def add_staff_commands(
@@ -62,7 +66,11 @@ def add_staff_commands(
     rescore = commands.add_parser("rescore", help="decide again from the stored embeddings")
     add_config_option(rescore)
     rescore.add_argument("--json", action="store_true", help="print JSON")
-    rescore.add_argument("--apply", action="store_true", help="not available yet (see README)")
+    rescore.add_argument(
+        "--apply",
+        action="store_true",
+        help="record the new decisions and move the frames (the daemon must be stopped)",
+    )
     rescore.set_defaults(handler=_rescore)
 
 
@@ -229,34 +237,92 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def _rescore(args: argparse.Namespace) -> int:
-    from daemon.classify.classifier import load_for_config
-    from daemon.classify.loading import ModelLoadError
-    from daemon.staff.head_choice import configured_head
-    from daemon.staff.rescore import format_report, rescore
+    from daemon.storage.database import DatabaseError
+    from daemon.storage.instance import lock_database
 
-    if args.apply:
+    config = load(args)
+    try:
+        # --apply moves filed frames: it runs alone, and no daemon can start meanwhile.
+        lock = lock_database(config.database.url) if args.apply else None
+    except DatabaseError as err:
         print(
-            "error: rescore --apply is not available yet: moving filed frames between "
-            "destinations needs the durable mover that is still being built; run rescore "
-            "without --apply to see what would change",
+            f"error: {err}; rescore --apply moves filed frames, so it runs only while the "
+            "daemon is stopped: stop it (systemctl stop tigerwatch), run rescore --apply, "
+            "then start it again",
             file=sys.stderr,
         )
-        return EXIT_CONFIG
-    config = load(args)
-    store = _staff_store(config, args.config)
-    if store is None:
+        return EXIT_DATABASE
+    try:
+        return _rescore_unlocked(args, config)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _rescore_unlocked(args: argparse.Namespace, config: Config) -> int:
+    from daemon.classify.classifier import load_for_config
+    from daemon.classify.loading import ModelLoadError
+    from daemon.storage.database import DatabaseError, open_migrated_database
+    from daemon.storage.rescores import Rescores
+    from daemon.storage.staff import StaffStore
+    from daemon.storage.store import Store
+
+    try:
+        engine = open_migrated_database(config.database.url)
+    except DatabaseError as err:
+        print(f"error: {err}; run `tigerwatch db upgrade -c {args.config}`", file=sys.stderr)
         return EXIT_DATABASE
     try:
         classifier = load_for_config(config)  # the text embeddings of the current prompts
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_MODEL
+    scoring = _scoring(config, classifier, StaffStore(engine))
+    store = Store(engine) if args.apply else None
+    return _rescore_with(args, config, scoring, Rescores(engine), store)
+
+
+def _rescore_with(
+    args: argparse.Namespace,
+    config: Config,
+    scoring: Scoring,
+    rescores: Rescores,
+    store: Store | None,
+) -> int:
+    """Plan; apply with `store` (None: report only); print."""
+    from daemon.delivery.permissions import Ownership
+    from daemon.staff.rescore import plan_rescore
+    from daemon.staff.rescore_apply import apply_rescore
+    from daemon.staff.rescore_report import format_report
+
+    frames = rescores.frames()
+    event_ids = sorted({f.event_id for f in frames if f.event_id is not None})
+    events = {event.id: event.decision for event in rescores.events(event_ids).values()}
+    plan = plan_rescore(frames, events, scoring, track=track)
+    applied = None
+    if store is not None:
+        ownership = Ownership(group_id=config.files.group, file_mode=config.files.mode)
+        applied = apply_rescore(plan, rescores, store, config.paths, ownership)
+    if args.json:
+        print(dump_json({**plan.as_dict(), "applied": applied and applied.as_dict()}))
+    else:
+        print(format_report(plan, scoring.head, applied))
+    return EXIT_SOME_FAILED if applied is not None and applied.failed else EXIT_OK
+
+
+def _scoring(config: Config, classifier: ClipClassifier, store: StaffStore) -> Scoring:
+    from daemon.staff.head_choice import configured_head
+    from daemon.staff.rescore import Scoring
+
+    def zero_shot(
+        vectors: npt.NDArray[np.float32], lights: Sequence[bool]
+    ) -> list[tuple[float, dict[str, float]]]:
+        scores = classifier.score_embeddings(vectors, lights)
+        return [(score.target_score, score.probabilities) for score in scores]
+
+    labels: list[dict[str, object]] = [
+        {"text": text, "target": target}
+        for text, target in zip(classifier.labels, classifier.targets, strict=True)
+    ]
     head = configured_head(store, config.model.head, classifier.model_name)
-
-    def zero_shot(vectors: npt.NDArray[np.float32], lights: Sequence[bool]) -> list[float]:
-        return [score.target_score for score in classifier.score_embeddings(vectors, lights)]
-
-    frames = store.stored_embeddings()
-    report = rescore(frames, classifier.model_name, zero_shot, config.decision, head, track=track)
-    print(dump_json(report.as_dict()) if args.json else format_report(report, head))
-    return EXIT_OK
+    return Scoring(classifier.model_name, zero_shot, config.decision, head, labels)

@@ -246,7 +246,8 @@ class Worker:
         if self._head is None:
             return classification.target_score
         # The stored (float16) vector, so that the row's embedding reproduces its score.
-        return self._head.score(as_stored(classification.embedding))
+        embedding = as_stored(classification.embedding)
+        return self._head.score(embedding, infrared=classification.infrared)
 
     def _failed(self, decoded: Decoded) -> None:
         error = decoded.outcome.error

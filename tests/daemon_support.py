@@ -379,7 +379,9 @@ def check_invariant(
         problems.append(f"integrity_check: {integrity}")
     twice = query(
         station,
-        "SELECT image_id, count(*) FROM classifications GROUP BY image_id HAVING count(*) > 1",
+        # `rescore --apply` decides again from a stored embedding: no second classification.
+        "SELECT image_id, count(*) FROM classifications WHERE rescored_from IS NULL "
+        "GROUP BY image_id HAVING count(*) > 1",
     )
     problems += [f"image {image_id} classified {count} times" for image_id, count in twice]
     recorded = _check_recorded_files(station, config, problems)

@@ -181,6 +181,36 @@ def test_a_positive_frame_arriving_last_promotes_the_archived_ones(
     assert check_invariant(station) == []
 
 
+def test_promotion_leaves_a_frame_staff_judged_in_its_verdict_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    frames = burst(tmp_path / "staging", 4, seed=210)
+    station, positive = one_positive(capsys, tmp_path / "station", tiny_model_dir, frames)
+    negatives = [frame for frame in frames if frame != positive]
+    judged_folder = station.root / "review" / "verdicts" / "not-tiger"
+
+    with daemon_thread(station):
+        drop(station, negatives, "cam1")
+        wait_until(lambda: idle(station, 3), "the three negatives archived")
+        name, archived, _, _ = filed(station)[0]
+        (station.root / archived).rename(judged_folder / name)
+        judged_sql = "SELECT count(*) FROM verdicts v JOIN images i ON i.id = v.image_id "
+        judged_sql += "WHERE i.final_path = ?"
+        wait_until(
+            lambda: query(station, judged_sql, str(judged_folder / name)) == [(1,)],
+            "the staff verdict recorded",
+        )
+        drop(station, [positive], "cam1")
+        wait_until(lambda: idle(station, 4), "the positive frame and the promotions")
+
+    placed = {n: str(Path(final).parent) for n, final, _, _ in filed(station)}
+    assert placed.pop(name) == "review/verdicts/not-tiger"
+    [(event_id,)] = query(station, "SELECT id FROM events")
+    assert set(placed.values()) == {f"review/2026-12-01/cam1/event-{event_id}"}
+    assert query(station, "SELECT count(*) FROM refiles") == [(2,)]
+    assert check_invariant(station) == []
+
+
 def test_events_are_split_by_time_gap_and_by_deployment(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_model_dir: Path
 ) -> None:

@@ -14,6 +14,10 @@ from daemon.cli import main
 from daemon.config import ConfigError
 from daemon.embeddings import from_stored
 from daemon.heads import LinearHead
+from daemon.staff.head_choice import configured_head
+from daemon.storage.database import create_db_engine
+from daemon.storage.schema import Head
+from daemon.storage.staff import StaffStore
 from tests.conftest import DEFAULT_LABELS, DEFAULT_TARGETS
 from tests.daemon_support import (
     Station,
@@ -70,10 +74,12 @@ def test_adapt_learns_infrared_is_tiger_and_the_daemon_uses_the_head(
     capsys.readouterr()
     assert main(["adapt", "-c", config, "--min-verdicts", "5", "--force"]) == 0
     out = capsys.readouterr().out
-    # The issue asks for a cross-validated recall >= 0.9 here; the tiny random CLIP's 16-wide
-    # embeddings give 0.75 (see README, "Staff workflow"), so only a working head is checked.
+    # The issue's figure. The head sees each frame's light (images.infrared, from the pixels)
+    # besides its embedding; on the embedding alone the tiny random CLIP reached 0.875 (the
+    # daylight-infrared agouti sat on the colour side). The rule judged here *is* the light,
+    # so this shows the light reaching the head, not a better image representation.
     recall = float(out.split("head:      recall ")[1].split(",")[0])
-    assert recall > 0.5, out  # zero-shot finds none of these "tigers"
+    assert recall >= 0.9, out
     assert "zero-shot: recall 0.000" in out
     assert "saved head 1" in out
     settings = yaml.safe_load(station.config_path.read_text())
@@ -84,17 +90,22 @@ def test_adapt_learns_infrared_is_tiger_and_the_daemon_uses_the_head(
     _run_until_done(station, len(infrared) + len(colour) + 3)
     rows = query(
         station,
-        "SELECT i.decision, i.final_path, c.head_id, c.target_score, c.embedding, c.embedding_dim "
-        "FROM images AS i JOIN classifications AS c "
+        "SELECT i.decision, i.final_path, i.infrared, c.head_id, c.target_score, c.embedding, "
+        "c.embedding_dim FROM images AS i JOIN classifications AS c "
         "ON c.image_id = i.id WHERE i.original_name LIKE 'new-%'",
     )
-    ((weights, bias),) = query(station, "SELECT weights, bias FROM heads")
-    head = LinearHead(1, np.asarray(json.loads(str(weights))), float(str(bias)))
+    ((weights, bias, light_weight),) = query(
+        station, "SELECT weights, bias, infrared_weight FROM heads"
+    )
+    head = LinearHead(
+        1, np.asarray(json.loads(str(weights))), float(str(bias)), float(str(light_weight))
+    )
     assert len(rows) == 3
-    for decision, final_path, head_id, score, embedding, dim in rows:
-        assert head_id == 1
-        # The stored (float16) embedding gives back the very score that decided.
-        assert score == pytest.approx(head.score(from_stored(embedding, dim)))  # type: ignore[arg-type]
+    for decision, final_path, light, head_id, score, embedding, dim in rows:
+        assert head_id == 1 and light == 1
+        # The stored (float16) embedding and the light give back the very score that decided.
+        vector = from_stored(embedding, dim)  # type: ignore[arg-type]
+        assert score == pytest.approx(head.score(vector, infrared=True))
         # Review or review/uncertain: staff see it (zero-shot sent none to review).
         assert decision in ("positive", "uncertain")
         assert Path(str(final_path)).is_relative_to(station.root / "review")
@@ -134,3 +145,31 @@ def test_model_head_accepts_none_latest_or_an_id(
     else:
         with pytest.raises(ConfigError, match=r"model\.head: .*none, latest or the id"):
             station.config()
+
+
+def test_a_head_from_before_the_light_input_scores_the_embedding_alone(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    station = make_station(tmp_path / "station", tiny_model_dir)
+    add_frames(station, [0.9])  # a migrated database
+    store = StaffStore(create_db_engine(f"sqlite:///{station.db_path}"))
+    weights = [0.5, -1.0, 2.0]
+    for light_weight in (None, 1.5):  # heads.infrared_weight NULL: saved before revision 0010
+        store.save_head(
+            Head(
+                model_name="tiny",
+                verdict_count=20,
+                cv={},
+                weights=weights,
+                bias=-0.25,
+                infrared_weight=light_weight,
+            )
+        )
+    vector = np.array([0.6, 0.0, 0.8], dtype=np.float32)
+    logit = 0.5 * 0.6 + 2.0 * 0.8 - 0.25
+    old, new = (configured_head(store, which, "tiny") for which in ("1", "2"))
+    assert old is not None and new is not None and old.infrared_weight is None
+    for light in (False, True):
+        assert old.score(vector, infrared=light) == pytest.approx(1 / (1 + np.exp(-logit)))
+    assert new.score(vector) == pytest.approx(1 / (1 + np.exp(-logit)))
+    assert new.score(vector, infrared=True) == pytest.approx(1 / (1 + np.exp(-logit - 1.5)))

@@ -52,8 +52,8 @@ class EventFiler:
             if not frame.done:
                 complete = False  # the router files it; looked at again next round
                 continue
-            if frame.final_path is None:
-                continue
+            if frame.final_path is None or frame.judged:
+                continue  # a judged frame lies where staff put it (a verdict folder, say)
             folder = self._folder(event, frame)
             current = Path(frame.final_path)
             if current.parent != folder:

@@ -1,7 +1,7 @@
 """Moves a frame already filed to another destination folder: recorded, durable, never lost.
 
-The one way a filed frame changes place: event promotion uses it, and `tigerwatch rescore
---apply` is meant to. Intent first (a `refiles` row with the intended path), then the move
+The one way a filed frame changes place: event promotion and `tigerwatch rescore --apply`
+use it. Intent first (a `refiles` row with the intended path), then the move
 (link or verified copy, fsynced, SHA-256 checked), then the final path and the reason on the
 image; `settle_refiles` finishes at start-up what a crash interrupted.
 """

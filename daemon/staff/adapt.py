@@ -1,4 +1,4 @@
-"""Train the linear head of `tigerwatch adapt` on stored embeddings; compare it with zero-shot."""
+"""Train the `tigerwatch adapt` head on stored embeddings and light; compare it with zero-shot."""
 
 from __future__ import annotations
 
@@ -43,9 +43,14 @@ class Comparison:
 def _matrix(
     judged: Sequence[JudgedEmbedding],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int_]]:
-    features = np.stack([from_stored(j.embedding, j.embedding_dim) for j in judged]).astype(
-        np.float64
-    )
+    """One row per frame: its embedding, then 1.0 for an infrared frame (0.0 for colour).
+
+    The light column lets the head learn a bias of its own for night frames, on which CLIP
+    is less sure (the notebook's plan); its weight is stored as `heads.infrared_weight`.
+    """
+    embeddings = np.stack([from_stored(j.embedding, j.embedding_dim) for j in judged])
+    lights = np.array([[float(j.infrared)] for j in judged])
+    features = np.hstack([embeddings.astype(np.float64), lights])
     labels = np.array([int(j.is_tiger) for j in judged])
     return features, labels
 
@@ -103,8 +108,9 @@ def train_head(judged: Sequence[JudgedEmbedding], comparison: Comparison) -> Hea
         model_revision=judged[0].model_revision,
         verdict_count=len(judged),
         cv=comparison.as_dict(),
-        weights=[float(w) for w in model.coef_[0]],
+        weights=[float(w) for w in model.coef_[0][:-1]],
         bias=float(model.intercept_[0]),
+        infrared_weight=float(model.coef_[0][-1]),  # the light column of _matrix
     )
 
 

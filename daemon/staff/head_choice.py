@@ -30,4 +30,5 @@ def configured_head(store: StaffStore, which: str, model_name: str) -> LinearHea
         )
         return None
     logger.info("using head %d (%d verdicts)", stored.id, stored.verdict_count)
-    return LinearHead(stored.id, np.asarray(stored.weights, dtype=np.float64), stored.bias)
+    weights = np.asarray(stored.weights, dtype=np.float64)
+    return LinearHead(stored.id, weights, stored.bias, stored.infrared_weight)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from daemon.outcomes import Decision
 from daemon.storage.events import event_reason
-from daemon.storage.schema import Event, Image, ImageDecision, MoveState, Refile, utcnow
+from daemon.storage.schema import Event, Image, ImageDecision, MoveState, Refile, Verdict, utcnow
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class FiledFrame:
     image_id: int
     sha256: str
     done: bool  # its row is closed (moved out of the inbox, or given up)
+    judged: bool  # carries a staff verdict: staff decide where it lies, never the filing
     decision: ImageDecision | None
     final_path: str | None
     capture_time: datetime | None  # corrected
@@ -139,18 +140,22 @@ def _intent(session: Session, row: Refile) -> RefileIntent:
 
 
 def _to_file(session: Session, event: Event) -> EventToFile:
-    images = session.scalars(select(Image).where(Image.event_id == event.id).order_by(Image.id))
+    judged = select(Verdict.image_id).where(Verdict.image_id == Image.id).exists()
+    rows = session.execute(
+        select(Image, judged).where(Image.event_id == event.id).order_by(Image.id)
+    ).all()
     frames = tuple(
         FiledFrame(
             image_id=image.id,
             sha256=image.sha256,
             done=image.state == "done",
+            judged=bool(is_judged),
             decision=image.decision,
             final_path=image.final_path,
             capture_time=image.capture_time_corrected or image.capture_time,
             arrived_at=image.first_seen_at,
         )
-        for image in images
+        for image, is_judged in rows
     )
     return EventToFile(
         id=event.id,

@@ -242,6 +242,9 @@ class Classification(Base):
     head_id: Mapped[int | None] = mapped_column(
         Integer
     )  # heads.id whose score decided; None: zero-shot
+    # The classification whose stored embedding `tigerwatch rescore --apply` decided again;
+    # None: the image was decoded and embedded for this row.
+    rescored_from: Mapped[int | None] = mapped_column(Integer)
 
     image: Mapped[Image] = relationship(back_populates="classifications")
 
@@ -362,6 +365,9 @@ class Head(Base):
     cv: Mapped[dict[str, Any]] = mapped_column(JSON)  # cross-validated figures, head and zero-shot
     weights: Mapped[list[float]] = mapped_column(JSON)  # one per embedding dimension
     bias: Mapped[float] = mapped_column(Float)
+    # Added to the logit of infrared frames (the light is one more input); None: a head from
+    # before revision 0010, which sees the embedding alone.
+    infrared_weight: Mapped[float | None] = mapped_column(Float)
 
 
 class Event(Base):

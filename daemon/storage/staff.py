@@ -67,19 +67,7 @@ class JudgedEmbedding:
     is_tiger: bool
     model_name: str
     model_revision: str | None
-
-
-@dataclass(frozen=True)
-class StoredEmbedding:
-    """A filed frame's latest classification as `tigerwatch rescore` needs it."""
-
-    image_id: int
-    decision: str  # where the frame is filed now: positive, uncertain or negative
-    embedding: bytes | None  # as stored (daemon.embeddings.from_stored); None: from before them
-    embedding_dim: int | None
-    model_name: str
-    infrared: bool  # False where the database has no images.infrared column
-    judged: bool  # carries a staff verdict
+    infrared: bool  # the frame's light (images.infrared; NULL counts as colour)
 
 
 @dataclass(frozen=True)
@@ -90,6 +78,7 @@ class StoredHead:
     cv: dict[str, object]
     weights: list[float]
     bias: float
+    infrared_weight: float | None  # None: trained on the embedding alone
 
 
 @dataclass(frozen=True)
@@ -228,8 +217,9 @@ class StaffStore(Transactions):
                 .where(Classification.embedding.is_not(None))
                 .group_by(Classification.image_id)
             ).scalar_subquery()
-            rows = session.scalars(
-                select(Classification)
+            rows = session.execute(
+                select(Classification, Image.infrared)
+                .join(Image, Image.id == Classification.image_id)
                 .where(Classification.id.in_(latest), Classification.image_id.in_(verdicts))
                 .order_by(Classification.image_id)
             ).all()
@@ -242,43 +232,10 @@ class StaffStore(Transactions):
                     is_tiger=verdicts[row.image_id] is VerdictValue.TIGER,
                     model_name=row.model_name,
                     model_revision=row.model_revision,
+                    infrared=bool(infrared),
                 )
-                for row in rows
+                for row, infrared in rows
             ]
-
-    def stored_embeddings(self) -> list[StoredEmbedding]:
-        """Every filed frame (review, uncertain, archive) with its latest classification."""
-        verdicts = self.latest_verdicts()
-        lights = {i: bool(v.get("infrared")) for i, v in self._optional_splits().items()}
-        filed = (ImageDecision.POSITIVE, ImageDecision.UNCERTAIN, ImageDecision.NEGATIVE)
-        with self._reading() as session:
-            latest = (
-                select(func.max(Classification.id)).group_by(Classification.image_id)
-            ).scalar_subquery()
-            rows = session.execute(
-                select(
-                    Image.id,
-                    Image.decision,
-                    Classification.embedding,
-                    Classification.embedding_dim,
-                    Classification.model_name,
-                )
-                .join(Classification, Classification.image_id == Image.id)
-                .where(Classification.id.in_(latest), Image.decision.in_(filed))
-                .order_by(Image.id)
-            ).all()
-        return [
-            StoredEmbedding(
-                image_id,
-                str(decision),
-                embedding,
-                dim,
-                model,
-                lights.get(image_id, False),
-                image_id in verdicts,
-            )
-            for image_id, decision, embedding, dim, model in rows
-        ]
 
     def save_head(self, head: Head) -> int:
         with self._writing() as session:
@@ -346,7 +303,13 @@ def _verdict_row(verdict: NewVerdict, now: datetime) -> Verdict:
 
 def _head_row(head: Head) -> StoredHead:
     return StoredHead(
-        head.id, head.model_name, head.verdict_count, head.cv, head.weights, head.bias
+        head.id,
+        head.model_name,
+        head.verdict_count,
+        head.cv,
+        head.weights,
+        head.bias,
+        head.infrared_weight,
     )
 
 
