@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from bench.growth_data import EMBEDDING_DIM, GrowthDatabase, generate
+from bench.growth_plan import deployments_config
 from bench.harness import REPO_ROOT, load_line, machine_header, say, write_json
 from bench.readme_queries import QueryTiming, read_only, readme_queries, time_query
 from daemon.config import load_config
@@ -76,6 +77,7 @@ def station_config(workdir: Path) -> Path:
         "paths": {"inbox": "inbox", "review": "review", "archive": "archive"}
         | {"quarantine": "quarantine"},
         "database": {"url": "sqlite:///tigerwatch.db"},
+        "deployments": deployments_config(),
     }
     path = workdir / "tigerwatch.yaml"
     path.write_text(yaml.safe_dump(settings), encoding="utf-8")
