@@ -179,6 +179,25 @@ def test_real_status_command_reads_the_generated_database(grown: Path) -> None:
     assert Path(report["last_error"]["path"]).is_relative_to(grown / "inbox")
 
 
+def test_status_command_leaves_other_commands_heavy_modules_unimported(grown: Path) -> None:
+    """Start-up is most of `tigerwatch status`'s time: nothing only other commands need."""
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from daemon.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    code = main(['status', '-c', {str(grown / 'tigerwatch.yaml')!r}])\n"
+        "print(json.dumps([code, sorted({name.split('.')[0] for name in sys.modules})]))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    )
+    code, modules = json.loads(run.stdout)
+    assert code == 0
+    assert "sqlalchemy" in modules  # it did read the database
+    heavy = {"apscheduler", "numpy", "PIL", "torch", "transformers", "watchdog", "alembic"}
+    assert heavy & set(modules) == set()
+
+
 def test_every_readme_query_runs_on_the_generated_database(grown: Path) -> None:
     queries = readme_queries()
     titles = [query.title for query in queries]
