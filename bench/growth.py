@@ -15,12 +15,15 @@ the figures and writes them as JSON (bench/results/growth-<UTC time>.json, or `-
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from bench.growth_data import EMBEDDING_DIM, GrowthDatabase, generate
+from bench.growth_plan import deployments_config
 from bench.harness import REPO_ROOT, load_line, machine_header, say, write_json
 from bench.readme_queries import QueryTiming, read_only, readme_queries, time_query
 from daemon.config import load_config
@@ -36,6 +40,8 @@ from daemon.status import gather_status
 from daemon.storage.database import create_db_engine, open_migrated_database
 from daemon.storage.store import Arrival, Store
 
+NO_CACHE = "PYTHONDONTWRITEBYTECODE"
+INTAKE_DIR = "/intake/new"  # where the timed arrivals claim to come from
 BUDGET_SECONDS = 1.0  # issue 13: status and each README query at a million images
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
@@ -76,6 +82,7 @@ def station_config(workdir: Path) -> Path:
         "paths": {"inbox": "inbox", "review": "review", "archive": "archive"}
         | {"quarantine": "quarantine"},
         "database": {"url": "sqlite:///tigerwatch.db"},
+        "deployments": deployments_config(),
     }
     path = workdir / "tigerwatch.yaml"
     path.write_text(yaml.safe_dump(settings), encoding="utf-8")
@@ -125,23 +132,29 @@ def timed(call: Callable[[], object]) -> float:
 
 def status_subprocess(config: Path, runs: int = 3) -> dict[str, list[float]]:
     """Wall and CPU time of the real command, beside the interpreter's start with the CLI
-    imported: on a busy machine the wall time says more about the neighbours than the CPU."""
+    imported: on a busy machine the wall time says more about the neighbours than the CPU.
+
+    Run as a station runs it, with bytecode caches: an installed package has them, and the
+    first run here writes them. (A shell with PYTHONDONTWRITEBYTECODE=1 on a source checkout
+    compiles every daemon module on every call instead: README "Growth" says what that costs.)"""
     status = [sys.executable, "-m", "daemon", "status", "-c", str(config)]
     start = [sys.executable, "-c", "import daemon.cli, daemon.status, daemon.storage.store"]
+    cached = {name: value for name, value in os.environ.items() if name != NO_CACHE}
+    _run(status, cached)  # writes the caches
     figures: dict[str, list[float]] = {}
     for name, command in (("status", status), ("python_start_and_imports", start)):
         for _ in range(runs):
-            wall, cpu = _run(command)
+            wall, cpu = _run(command, cached)
             figures.setdefault(name, []).append(wall)
             figures.setdefault(f"{name}_cpu", []).append(cpu)
     return figures
 
 
-def _run(command: list[str]) -> tuple[float, float]:
+def _run(command: list[str], env: Mapping[str, str]) -> tuple[float, float]:
     """Wall seconds and the child's CPU seconds (user + system)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True)
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -181,13 +194,21 @@ def intake_times(db_path: Path, files: int) -> list[float]:
     try:
         for number in range(files):
             content = f"growth intake {time.time_ns()} {number}".encode()
-            arrival = Arrival(f"/intake/new/IMG_{number:04d}.JPG", sha256_bytes(content), 1)
+            arrival = Arrival(f"{INTAKE_DIR}/IMG_{number:04d}.JPG", sha256_bytes(content), 1)
             started = time.perf_counter()
             store.record_arrivals([arrival])
             seconds.append(time.perf_counter() - started)
     finally:
         engine.dispose()
+        _forget_intake(db_path)
     return seconds
+
+
+def _forget_intake(db_path: Path) -> None:
+    """Remove the timed arrivals (and any a run cut short left), so `--reuse` measures the
+    database as generated every time."""
+    with closing(sqlite3.connect(db_path)) as connection, connection:
+        connection.execute(f"DELETE FROM images WHERE original_path LIKE '{INTAKE_DIR}/%'")
 
 
 def _ms(seconds: float) -> str:

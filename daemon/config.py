@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -116,6 +115,11 @@ class Paths(_Section):
 
 
 def _check_crontab(value: str) -> str:
+    # Imported here: APScheduler (and asyncio, importlib.metadata behind it) is a tenth of a
+    # second that `tigerwatch status` would pay on every call; pydantic runs this validator
+    # only for a schedule the file sets, never for the default.
+    from apscheduler.triggers.cron import CronTrigger
+
     try:
         CronTrigger.from_crontab(value)
     except ValueError as err:

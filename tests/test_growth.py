@@ -13,14 +13,22 @@ import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from bench.growth import station_config
 from bench.growth_data import EMBEDDING_DIM, generate
+from bench.growth_plan import DEPLOYMENTS
 from bench.readme_queries import read_only, readme_queries
 from daemon.classify.classifier import ClipClassifier
+from daemon.config import load_config
+from daemon.config_deployments import utc_offset
+from daemon.delivery.destinations import filing_folder
 from daemon.embeddings import from_stored, to_stored
+from daemon.outcomes import Decision, Destination, destination_for
 from daemon.storage.database import head_revision, upgrade_database
-from daemon.storage.schema import Base
+from daemon.storage.events import Clock, EventSettings, assign_event
+from daemon.storage.schema import Base, ImageDecision, ImageState
+from daemon.storage.schema import Image as ImageRow
 from tests.daemon_support import REPO_ROOT
 
 IMAGES = 2_000
@@ -51,8 +59,98 @@ def test_generated_database_is_at_head_with_every_kind_of_row(grown: Path) -> No
     decisions = dict(rows(db, "SELECT decision, count(*) FROM images GROUP BY decision"))
     assert decisions["negative"] > decisions["uncertain"] > 0  # type: ignore[operator]
     assert decisions["positive"] > 0 and decisions["quarantined"] > 0  # type: ignore[operator]
-    for table in ("duplicates", "rejects", "stuck_moves", "verdicts", "audit_samples"):
+    tables = ("duplicates", "rejects", "stuck_moves", "verdicts", "audit_samples", "events")
+    for table in (*tables, "refiles"):
         assert rows(db, f"SELECT count(*) FROM {table}")[0][0] > 0, table  # type: ignore[operator]
+    decoded = "SELECT count(*) FROM images WHERE {} AND event_id IS NOT NULL"
+    for filled in ("infrared = 1", "infrared = 0", "strip_bottom > 0", "strip_top > 0"):
+        assert rows(db, decoded.format(filled))[0][0] > 0, filled  # type: ignore[operator]
+    deployments = rows(db, "SELECT count(DISTINCT deployment) FROM images")[0][0]
+    assert deployments == DEPLOYMENTS
+
+
+def test_generated_events_are_what_the_daemon_makes_of_the_frames(
+    grown: Path, tmp_path: Path
+) -> None:
+    """Replay every classified frame, in order, through the daemon's own assign_event."""
+    config = load_config(grown / "tigerwatch.yaml")
+    clocks = {
+        key: Clock(d.clock_offset_seconds, None if d.timezone is None else utc_offset(d.timezone))
+        for key, d in config.deployments.items()
+    }
+    settings = EventSettings(gap_seconds=config.events.gap_seconds, clocks=clocks)
+    frames = rows(
+        grown / "tigerwatch.db",
+        "SELECT i.id, i.sha256, i.original_path, i.deployment, i.capture_time, "
+        "l.classification_decision, l.target_score FROM images AS i "
+        "JOIN image_latest AS l ON l.id = i.id WHERE i.event_id IS NOT NULL ORDER BY i.id",
+    )
+    assert len(frames) > IMAGES * 0.95
+    replayed = tmp_path / "replayed.db"
+    upgrade_database(f"sqlite:///{replayed}")
+    engine = create_engine(f"sqlite:///{replayed}")
+    with Session(engine) as session:
+        for image_id, sha, path, deployment, capture, own, score in frames:
+            image = ImageRow(
+                id=image_id,
+                sha256=sha,
+                original_path=path,
+                deployment=deployment,
+                capture_time=None if capture is None else datetime.fromisoformat(str(capture)),
+                state=ImageState.ROUTING,
+                decision=ImageDecision(str(own)),
+            )
+            session.add(image)
+            session.flush()
+            assign_event(session, image, Decision(str(own)), float(score), settings)  # type: ignore[arg-type]
+        session.commit()
+    engine.dispose()
+    event_sql = (
+        "SELECT id, deployment, start_time, end_time, frame_count, round(max_target_score, 9), "
+        "decision FROM events ORDER BY id"
+    )
+    assert rows(grown / "tigerwatch.db", event_sql) == rows(replayed, event_sql)
+    image_sql = (
+        "SELECT id, event_id, capture_time_corrected, capture_time_utc, decision FROM images "
+        "WHERE event_id IS NOT NULL AND id NOT IN "
+        "(SELECT image_id FROM refiles WHERE final_path IS NULL) ORDER BY id"
+    )
+    assert rows(grown / "tigerwatch.db", image_sql) == rows(replayed, image_sql)
+
+
+def test_generated_frames_lie_where_the_daemon_files_them(grown: Path) -> None:
+    config = load_config(grown / "tigerwatch.yaml")
+    inboxes = tuple(inbox.path for inbox in config.paths.inbox)
+    filed = rows(
+        grown / "tigerwatch.db",
+        "SELECT i.original_path, i.deployment, i.final_path, i.decision, "
+        "i.capture_time_corrected, i.first_seen_at, i.event_id, e.start_time "
+        "FROM images AS i LEFT JOIN events AS e ON e.id = i.event_id "
+        "WHERE i.final_path IS NOT NULL",
+    )
+    assert len(filed) > IMAGES * 0.9
+    for source, deployment, final, decision, captured, seen, event_id, start in filed:
+        assert config.deployments_from.deployment_of(Path(str(source)), inboxes) == deployment
+        folder = filing_folder(
+            config.paths,
+            destination_for(Decision(str(decision)))
+            if decision != "quarantined"
+            else Destination.QUARANTINE,
+            capture_time=None if captured is None else datetime.fromisoformat(str(captured)),
+            arrived=datetime.fromisoformat(str(seen)).replace(tzinfo=UTC),
+            deployment=None if deployment is None else str(deployment),
+            event_id=None if event_id is None else int(str(event_id)),
+            event_start=None if start is None else datetime.fromisoformat(str(start)),
+        )
+        assert Path(str(final)).parent == folder, final
+    promoted = rows(
+        grown / "tigerwatch.db",
+        "SELECT r.final_path, i.final_path, r.source_path, r.decision, i.decision, r.note "
+        "FROM refiles AS r JOIN images AS i ON i.id = r.image_id",
+    )
+    moved = [row for row in promoted if row[0] is not None]
+    assert moved and all(row[0] == row[1] and row[3] == row[4] for row in moved)
+    assert all(row[1] == row[2] and row[5] for row in promoted if row[0] is None)
 
 
 def test_generated_embeddings_read_back_as_unit_vectors(grown: Path) -> None:
@@ -79,6 +177,25 @@ def test_real_status_command_reads_the_generated_database(grown: Path) -> None:
     assert len(report["stuck"]) == 2
     assert report["waiting_by_inbox"][str(grown / "inbox")] > 0
     assert Path(report["last_error"]["path"]).is_relative_to(grown / "inbox")
+
+
+def test_status_command_leaves_other_commands_heavy_modules_unimported(grown: Path) -> None:
+    """Start-up is most of `tigerwatch status`'s time: nothing only other commands need."""
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from daemon.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    code = main(['status', '-c', {str(grown / 'tigerwatch.yaml')!r}])\n"
+        "print(json.dumps([code, sorted({name.split('.')[0] for name in sys.modules})]))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    )
+    code, modules = json.loads(run.stdout)
+    assert code == 0
+    assert "sqlalchemy" in modules  # it did read the database
+    heavy = {"apscheduler", "numpy", "PIL", "torch", "transformers", "watchdog", "alembic"}
+    assert heavy & set(modules) == set()
 
 
 def test_every_readme_query_runs_on_the_generated_database(grown: Path) -> None:
