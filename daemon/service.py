@@ -16,6 +16,7 @@ from daemon.classify.precision import use_threads
 from daemon.config import Config
 from daemon.config_deployments import utc_offset
 from daemon.decode.pool import DecoderPool
+from daemon.delivery.move_retries import MoveRetries
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.router import Router, RoutingLoop
 from daemon.delivery.setaside import EntryFailures
@@ -168,7 +169,11 @@ def _build(
         first_delay=config.worker.destination_retry_seconds,
         max_attempts=config.worker.max_move_attempts,
     )
-    router = Router(store, config.paths, ownership, failures)
+    refile_retries = MoveRetries(
+        first_delay=config.worker.destination_retry_seconds,
+        max_attempts=config.worker.max_move_attempts,
+    )
+    router = Router(store, config.paths, ownership, failures, refile_retries)
     _settle(router)
     intake, watcher = _build_intake(config, store, threads)
     router.on_released = intake.hint  # a name freed by a move may hold a newer upload

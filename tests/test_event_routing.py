@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -178,6 +182,55 @@ def test_a_positive_frame_arriving_last_promotes_the_archived_ones(
         ("done", "positive", None)
     }
     assert all("is positive" in str(reason) for *_, reason, _ in refiles)
+    assert check_invariant(station) == []
+
+
+@pytest.fixture
+def locked_folders() -> Iterator[list[Path]]:
+    folders: list[Path] = []
+    yield folders
+    for folder in folders:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+
+
+def test_a_frame_its_folder_will_not_let_go_holds_up_no_other_camera(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    locked_folders: list[Path],
+) -> None:
+    """Staff made an archive folder immutable (or another account owns it): the promotion of
+    its frames fails there, and used to pause every move of the station for the whole
+    destination retry, again and again. Now those frames wait alone; a restart retries them."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make a folder refuse root's unlinks")
+    frames = burst(tmp_path / "staging", 5, seed=600)
+    other = burst(tmp_path / "staging-cam2", 1, seed=700, start=T0 + timedelta(days=1))
+    # An hour's retry: a station-wide pause would hold cam2's frame past the test's wait.
+    worker = {"destination_retry_seconds": 3600, "max_move_attempts": 3}
+    station, positive = one_positive(
+        capsys, tmp_path / "station", tiny_model_dir, frames, worker=worker
+    )
+    negatives = [frame for frame in frames if frame != positive]
+    with daemon_thread(station):
+        drop(station, negatives, "cam1")
+        wait_until(lambda: idle(station, 4), "the four negatives archived")
+        archive = station.root / "archive" / "2026-12-01" / "cam1"
+        done = subprocess.run(["chattr", "+i", str(archive)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
+        locked_folders.append(archive)
+        drop(station, [positive], "cam1")
+        wait_until(lambda: query(station, EVENTS_FILED)[0][0] == 1, "the promotion tried")
+        [late] = drop(station, other, "cam2")
+        wait_until(lambda: settled(station), "cam2's frame filed while cam1's frames wait")
+        assert query(station, EVENTS_FILED)[0][0] == 1  # still owed, not given up
+        assert check_invariant(station) == []  # the held frames are where they are recorded
+    assert (station.root / "archive" / "2026-12-02" / "cam2" / late.name).exists()
+    subprocess.run(["chattr", "-i", str(archive)], check=True)
+    with daemon_thread(station):  # a restart is how staff say "fixed": tried again at once
+        wait_until(lambda: idle(station, 6), "the promotions after the restart")
+    assert len(list((station.root / "review").rglob("*.JPG"))) == 5
     assert check_invariant(station) == []
 
 

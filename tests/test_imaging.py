@@ -311,6 +311,21 @@ def test_max_pixels_is_inclusive() -> None:
         decode_image(data, name="x.png", max_pixels=64 * 64 - 1)
 
 
+@pytest.mark.parametrize("size", [(1, 2000), (2000, 1), (9, 80)])
+def test_a_thin_image_is_refused_from_its_header(size: tuple[int, int]) -> None:
+    """A 93-byte 1x2000 PNG took 3 GiB and 2,286 crops: the short side scaled to 224 first."""
+    data = encode(Image.new("RGB", size), "PNG")
+    with pytest.raises(UnsupportedImageError, match="not a camera frame") as caught:
+        decode_image(data, name="thin.png")
+    assert caught.value.path == "thin.png"
+    assert f"{size[0]}x{size[1]}" in str(caught.value)
+
+
+def test_a_wide_panorama_within_the_aspect_limit_decodes() -> None:
+    data = encode(Image.new("RGB", (800, 100)), "PNG")  # 8:1, the limit itself
+    assert decode_image(data, name="pano.png").image.size == (800, 100)
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_truncated_synthetic_files_are_never_padded(tmp_path: Path, fmt: str) -> None:
     data = encode(noisy_rgb((256, 256)), fmt)

@@ -101,6 +101,10 @@ def load_image(
     )
 
 
+# Camera traps make 4:3, 3:2 and 16:9 frames, panoramic ones about 3.6:1; see _check_pixels.
+MAX_ASPECT_RATIO = 8
+
+
 def decode_image(
     data: bytes,
     *,
@@ -176,6 +180,14 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, *, name: str) -> None:
     if width * height > max_pixels:
         raise ImageTooLargeError(
             name, f"{width}x{height} is {width * height} pixels, more than {max_pixels}"
+        )
+    # A 1x2000 PNG of 93 bytes passes any pixel limit, but scaling its short side to the
+    # model's 224 made a 224x448000 image: gigabytes, and thousands of crops in one batch.
+    if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
+        raise UnsupportedImageError(
+            name,
+            f"{width}x{height} is more than {MAX_ASPECT_RATIO} times as long as it is wide: "
+            "not a camera frame",
         )
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from daemon.config import Paths
 from daemon.delivery.destinations import filing_folder
+from daemon.delivery.move_errors import Scope, classify_move_error
+from daemon.delivery.move_retries import MoveRetries, Verdict
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.refile import RefileRequest, refile
 from daemon.outcomes import destination_for
@@ -24,10 +26,18 @@ class EventFiler:
     """Moves frames filed before their event changed (a positive frame arrived later, two
     events merged) into the event's folder; the store flags the events that changed."""
 
-    def __init__(self, store: Store, paths: Paths, ownership: Ownership | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        paths: Paths,
+        ownership: Ownership | None = None,
+        retries: MoveRetries | None = None,
+    ) -> None:
         self._store = store
         self._paths = paths
         self._ownership = ownership or Ownership()
+        # A frame whose own folder will not let it go waits alone (backoff, then hourly tries).
+        self._retries = retries or MoveRetries(first_delay=30.0, max_attempts=5)
 
     def file_events(self) -> int:
         """File every changed event; returns how many wait (a destination refused a move)."""
@@ -60,8 +70,31 @@ class EventFiler:
                 request = RefileRequest(
                     frame.image_id, frame.sha256, current, folder, event.decision, event.reason
                 )
-                refile(self._store, self._paths, request, self._ownership)
+                complete = self._refile(request) and complete
         return complete
+
+    def _refile(self, request: RefileRequest) -> bool:
+        """Move one frame; False while it is held back because its own folder refused it.
+
+        Only a destination that refuses files pauses the flow (the OSError goes on up); a frame
+        whose folder will not let it go (staff made it immutable, another account's folder)
+        waits alone, with a backoff, and its event stays flagged until it has moved.
+        """
+        key = ("refile", request.image_id)
+        if not self._retries.due(key):
+            return False
+        try:
+            refile(self._store, self._paths, request, self._ownership)
+        except OSError as err:
+            fault = classify_move_error(err, request.current, request.folder / request.current.name)
+            if fault.scope is Scope.DESTINATION:
+                raise
+            what = f"cannot move {request.current} into its event's folder"
+            if self._retries.failed(key, what, fault.reason) is Verdict.GIVE_UP:
+                logger.error("%s: %s; tried again hourly, the rest goes on", what, fault.reason)
+            return False
+        self._retries.succeeded(key)
+        return True
 
     def _folder(self, event: EventToFile, frame: FiledFrame) -> Path:
         return filing_folder(

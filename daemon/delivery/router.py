@@ -24,6 +24,7 @@ from daemon.delivery.destinations import destination_root, filing_folder
 from daemon.delivery.event_filing import EventFiler
 from daemon.delivery.fileops import ContentChangedError, Entry, move_entry, write_sidecar
 from daemon.delivery.move_errors import Scope, classify_move_error
+from daemon.delivery.move_retries import MoveRetries
 from daemon.delivery.naming import safe_filename, unique_destination
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.refile import settle_refiles
@@ -54,6 +55,7 @@ class Router:
         paths: Paths,
         ownership: Ownership | None = None,
         failures: EntryFailures | None = None,
+        refile_retries: MoveRetries | None = None,
     ) -> None:
         self._store = store
         self._paths = paths
@@ -69,7 +71,7 @@ class Router:
         self.on_released: Callable[[Path], None] | None = None
         self._released: list[Path] = []
         self.failed_attempts = 0  # entries' own failed tries: the daemon at work, not hung
-        self._events = EventFiler(store, paths, self._ownership)
+        self._events = EventFiler(store, paths, self._ownership, refile_retries)
 
     def settle_refiles(self) -> int:
         """At start-up: finish the moves of filed frames a crash interrupted (see refile.py)."""
