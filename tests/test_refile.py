@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -116,6 +118,34 @@ def test_a_frame_staff_moved_away_is_recorded_and_left_alone(
         station, "SELECT final_path, decision FROM images WHERE original_name = 'a.jpg'"
     ) == [(str(archived), "negative")]
     assert store.events_to_file() == []  # recorded once, not retried every round
+
+
+def test_while_a_frame_its_folder_holds_keeps_the_event_open_nothing_is_noted_again(
+    station: Station, store: Store, tmp_path: Path
+) -> None:
+    """Hostile review F2: with an event held open, the frame staff took away got a new refiles
+    row and warning at every routing tick (19, 38, 57 rows after 10, 20, 30 s)."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make a folder refuse root's unlinks")
+    paths = station.config().paths
+    taken = filed_frame(store, paths, "a.jpg", 0, Decision.NEGATIVE)
+    held = filed_frame(store, paths, "c.jpg", 1, Decision.NEGATIVE)
+    taken.rename(tmp_path / "a.jpg")
+    locked = subprocess.run(["chattr", "+i", str(held.parent)], capture_output=True, text=True)
+    if locked.returncode != 0:
+        pytest.skip(f"chattr +i is not supported here: {locked.stderr.strip()}")
+    try:
+        filed_frame(store, paths, "b.jpg", 2, Decision.POSITIVE)
+        filer = EventFiler(store, paths)
+        waiting = [filer.file_events() for _ in range(5)]
+    finally:
+        subprocess.run(["chattr", "-i", str(held.parent)], check=True)
+
+    assert waiting == [0] * 5  # the held frame waits alone: nothing pauses the station
+    notes = query(station, "SELECT source_path, note FROM refiles ORDER BY id")
+    assert notes == [(str(taken), NOT_WHERE_FILED), (str(held), notes[1][1])]
+    assert "will retry" in str(notes[1][1])
+    assert held.exists() and len(store.events_to_file()) == 1  # still owed, tried later
 
 
 def test_a_taken_name_in_the_event_folder_is_never_overwritten(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from daemon.config import Paths
 from daemon.delivery.destinations import filing_folder
 from daemon.delivery.move_errors import Scope, classify_move_error
-from daemon.delivery.move_retries import MoveRetries, Verdict
+from daemon.delivery.move_retries import STUCK_RETRY_SECONDS, MoveRetries, Verdict
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.refile import RefileRequest, refile
 from daemon.outcomes import destination_for
@@ -38,6 +39,7 @@ class EventFiler:
         self._ownership = ownership or Ownership()
         # A frame whose own folder will not let it go waits alone (backoff, then hourly tries).
         self._retries = retries or MoveRetries(first_delay=30.0, max_attempts=5)
+        self._left_alone: dict[int, float] = {}  # image id -> monotonic time to look again
 
     def file_events(self) -> int:
         """File every changed event; returns how many wait (a destination refused a move)."""
@@ -81,10 +83,12 @@ class EventFiler:
         waits alone, with a backoff, and its event stays flagged until it has moved.
         """
         key = ("refile", request.image_id)
+        if time.monotonic() < self._left_alone.get(request.image_id, 0.0):
+            return True
         if not self._retries.due(key):
             return False
         try:
-            refile(self._store, self._paths, request, self._ownership)
+            moved = refile(self._store, self._paths, request, self._ownership)
         except OSError as err:
             fault = classify_move_error(err, request.current, request.folder / request.current.name)
             if fault.scope is Scope.DESTINATION:
@@ -93,6 +97,10 @@ class EventFiler:
             if self._retries.failed(key, what, fault.reason) is Verdict.GIVE_UP:
                 logger.error("%s: %s; tried again hourly, the rest goes on", what, fault.reason)
             return False
+        if moved is None:
+            # Left where staff put it (noted once by refile): looked at again only hourly, not
+            # at every routing tick while another frame holds its event open.
+            self._left_alone[request.image_id] = time.monotonic() + STUCK_RETRY_SECONDS
         self._retries.succeeded(key)
         return True
 
