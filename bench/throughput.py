@@ -42,6 +42,7 @@ from bench.harness import (
     load_line,
     machine_header,
     say,
+    usable_cores,
     write_json,
 )
 from bench.inputs import (
@@ -89,7 +90,8 @@ def run(settings: Settings, layout: DaemonLayout, record: Record) -> str:
         if index == 0:
             first = daemon
             record["daemon"] = daemon
-            record["cpu_budget"] = cpu_budget(notebook, daemon, chosen.speed)
+            per_file = next(cost.inputs_per_frame for cost in views if cost.view == view)
+            record["cpu_budget"] = cpu_budget(notebook, daemon, chosen.speed, per_file)
             for line in record["cpu_budget"]:
                 say(line)
         say()
@@ -136,6 +138,15 @@ def _accounting(
         f"  CPU per file:          decoders {decoders_ms:.1f} ms (floor {floor_ms:.1f}: "
         f"{decoders_ms - floor_ms:+.1f} ms more); daemon process {daemon_ms:.1f} ms (the model "
         f"at (c)'s CPU {model_ms:.1f}: {daemon_ms - model_ms:+.1f} ms more)"
+    )
+    # b/limit also falls when other processes take cores; this part of the gap is the daemon's.
+    cores_had = (daemon.burst_cpu.daemon_seconds + daemon.burst_cpu.decoder_seconds) / (
+        daemon.burst.seconds
+    )
+    say(
+        f"  on the CPU it had:     {cores_had:.2f} of {usable_cores()} cores; (model + floor) / "
+        f"CPU spent per file = {(model_ms + floor_ms) / (daemon_ms + decoders_ms):.2f} (what "
+        "b/limit would be with the cores to itself, at this efficiency)"
     )
 
 
