@@ -109,6 +109,7 @@ def write_daemon_config(layout: DaemonLayout, model_dir: Path, settings: Setting
             "name_or_path": str(model_dir),
             "batch_size": settings.batch_size,
             "precision": settings.precision,
+            "view": settings.view,
             "device": "cpu",
         },
         "watch": {"quiet_seconds": settings.quiet_seconds},

@@ -1,4 +1,4 @@
-"""This CPU's limit per precision: usable cores over model CPU plus the decode floor, per image."""
+"""This CPU's limit per precision and view: usable cores over model CPU plus the decode floor."""
 
 from __future__ import annotations
 
@@ -8,50 +8,85 @@ from dataclasses import dataclass
 from bench.classifier_alone import PrecisionResult
 from bench.decode_stages import DecodeStages
 from bench.harness import usable_cores
+from bench.view_cost import ViewCost
 from daemon.classify.cpu_caps import this_cpu_has_native_bf16
 
 
 @dataclass(frozen=True)
 class Limit:
     precision: str
-    model_cpu_ms: float
-    decode_floor_ms: float
-    images_per_second: float  # usable cores / (model CPU + decode floor) per image
+    view: str
+    inputs_per_file: float  # model inputs per file for this view (crops: 2 for a 4:3 frame)
+    model_cpu_ms: float  # per file: the model's CPU per input times the inputs
+    decode_floor_ms: float  # per file: draft decode plus making (and normalising) the views
+    images_per_second: float  # usable cores / (model CPU + decode floor) per file
 
 
-def decode_floor_ms(stages: DecodeStages) -> float:
-    """The least one process spends to turn a frame into model input: the draft JPEG decode
-    (the Huffman pass no library skips) and the resize to the model's size; no hashing,
-    database or moves."""
-    return stages.decode_draft_ms + stages.preprocess_ms
+@dataclass(frozen=True)
+class DaemonRate:
+    """One daemon run's burst rate, with the precision it ran at (never auto) and its view."""
+
+    precision: str
+    view: str
+    images_per_second: float
 
 
-def limits(results: Sequence[PrecisionResult], stages: DecodeStages) -> list[Limit]:
-    """fp32 and int8 always; bf16 only where this CPU has it natively (else auto never runs it)."""
-    floor = decode_floor_ms(stages)
+def decode_floor_ms(stages: DecodeStages, view: ViewCost) -> float:
+    """The least one process spends to turn a frame into the view's model inputs: the draft JPEG
+    decode (the Huffman pass no library skips) and the resize, cut and normalisation of the
+    views; no hashing, strips, database or moves."""
+    return stages.decode_draft_ms + view.prepare_ms
+
+
+def limits(
+    results: Sequence[PrecisionResult], stages: DecodeStages, views: Sequence[ViewCost]
+) -> list[Limit]:
+    """Per view, fp32 and int8 always; bf16 only where this CPU has it natively (else auto never
+    runs it)."""
     cores = usable_cores()
     native = this_cpu_has_native_bf16()
-    return [
-        Limit(r.precision, r.cpu_ms_per_image, floor, 1000 * cores / (r.cpu_ms_per_image + floor))
-        for r in results
-        if r.precision != "bf16" or native
-    ]
+    found = []
+    for view in views:
+        floor = decode_floor_ms(stages, view)
+        for result in results:
+            if result.precision == "bf16" and not native:
+                continue
+            model = result.cpu_ms_per_image * view.inputs_per_frame
+            rate = 1000 * cores / (model + floor)
+            found.append(
+                Limit(result.precision, view.view, view.inputs_per_frame, model, floor, rate)
+            )
+    return found
 
 
-def report_limits(found: Sequence[Limit], daemon_precision: str, daemon_rate: float) -> list[str]:
-    """One line per precision; b/limit where the daemon ran at that precision."""
+def b_over_limit(limit: Limit, runs: Sequence[DaemonRate]) -> float | None:
+    for run in runs:
+        if (run.precision, run.view) == (limit.precision, limit.view):
+            return run.images_per_second / limit.images_per_second
+    return None
+
+
+def report_limits(found: Sequence[Limit], runs: Sequence[DaemonRate]) -> list[str]:
+    """One line per precision and view the daemon ran with; b/limit where it ran with both."""
+    order = list(dict.fromkeys(run.view for run in runs))
+    shown_limits = sorted(
+        (limit for limit in found if limit.view in order), key=lambda item: order.index(item.view)
+    )
     lines = [
-        f"limit = usable cores ({usable_cores()}) / (model CPU/img + decode floor/img), "
-        "decode floor = draft decode + resize to the model's size, one process:"
+        f"limit = usable cores ({usable_cores()}) / (model CPU per file + decode floor per "
+        "file); model CPU = CPU per input (c, every thread) x inputs per file; decode floor = "
+        "draft decode + making the view's inputs, one process:"
     ]
-    for limit in found:
-        ratio = (
-            f"b/limit = {daemon_rate / limit.images_per_second:.2f}"
-            if limit.precision == daemon_precision
-            else f"b/limit: run with --precision {limit.precision}"
+    for limit in shown_limits:
+        ratio = b_over_limit(limit, runs)
+        shown = (
+            f"b/limit = {ratio:.2f}"
+            if ratio is not None
+            else f"b/limit: not run (--precision {limit.precision} --view {limit.view})"
         )
         lines.append(
-            f"  {limit.precision:<5} limit = {usable_cores()} / ({limit.model_cpu_ms:.1f} + "
-            f"{limit.decode_floor_ms:.1f} ms) = {limit.images_per_second:.1f} images/s   {ratio}"
+            f"  {limit.precision:<5} {limit.view:<6} limit = {usable_cores()} / "
+            f"({limit.model_cpu_ms:.1f} + {limit.decode_floor_ms:.1f} ms) = "
+            f"{limit.images_per_second:5.1f} images/s   {shown}"
         )
     return lines

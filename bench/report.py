@@ -7,11 +7,15 @@ from bench.harness import MIB, Rate, usable_cores
 from bench.settings import Settings
 
 
-def cpu_budget(notebook: Rate, daemon: DaemonResult, classifier: Rate) -> list[str]:
-    """Why b/a and b/c end where they do: CPU per image, from this run's own figures."""
+def cpu_budget(
+    notebook: Rate, daemon: DaemonResult, classifier: Rate, inputs_per_file: float
+) -> list[str]:
+    """Why b/a and b/c end where they do: CPU per image, from this run's own figures.
+
+    `inputs_per_file`: the model inputs of the daemon's view per file (crops: 2 for 4:3)."""
     cores = usable_cores()
     total_ms = daemon.burst_cpu.per_image_ms(daemon.burst.images)
-    model_ms = 1000 * cores / classifier.per_second  # (c) keeps every core busy
+    model_ms = 1000 * cores * inputs_per_file / classifier.per_second  # (c) keeps every core busy
     if model_ms >= total_ms:
         return [
             f"CPU budget ({cores} cores): the daemon spent {total_ms:.1f} ms of CPU per image, "
@@ -26,7 +30,8 @@ def cpu_budget(notebook: Rate, daemon: DaemonResult, classifier: Rate) -> list[s
         f"about {rest_ms:.1f} ms outside the model (decoding, hashing, database, moves).",
         f"  At this CPU per image, with every core busy, b <= {ceiling:.1f} images/s: b/a <= "
         f"{ceiling / notebook.per_second:.2f} and b/c <= {model_ms / total_ms:.2f}. (cores / c "
-        "is the model's wall time on all cores, so contention shows up in the rest.)",
+        "per model input is the model's wall time on all cores, so contention shows up in the "
+        "rest; c counts model inputs, b files.)",
     ]
 
 

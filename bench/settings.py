@@ -11,13 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from bench.frames import FULL_FRAME_SIZE, QUICK_FRAME_SIZE
 from bench.harness import REPO_ROOT
 from bench.inputs import DEFAULT_CACHE_DIR
-from daemon.classify.precision import PRECISIONS, Precision
+from daemon.classify.precision import PRECISIONS, Precision, PrecisionSetting, choose_precision
 from daemon.config import Model
+from daemon.decode.views import VIEWS, View
 
 DESCRIPTION = (
     "Throughput benchmark: the notebook's way, the daemon end to end, and the classifier alone."
@@ -30,7 +32,7 @@ MAX_BATCH_SIZE = 256  # model.batch_size's upper bound in daemon.config
 class Settings:
     frames: int
     notebook_frames: int
-    precision: Precision
+    precision: PrecisionSetting  # of the first daemon run; (c) is printed for it
     batch_size: int
     quiet_seconds: float
     speed_seconds: float
@@ -41,6 +43,9 @@ class Settings:
     workdir: Path | None
     json_path: Path  # the run's figures as JSON, written beside the printed table
     overrides: tuple[tuple[str, str, object], ...] = ()  # (section, key, value) for the daemon
+    view: View = "crops"  # model.view of the first daemon run
+    # Every daemon run, (precision, view), the first one's figures in the summary line.
+    daemon_runs: tuple[tuple[PrecisionSetting, View], ...] = (("auto", "crops"),)
 
 
 def parse_settings(argv: Sequence[str] | None) -> Settings:
@@ -52,11 +57,23 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         default=None,
         help="files for the slow notebook measurement (30; quick 4)",
     )
+    precision_default = Model.model_fields["precision"].default
+    view_default = Model.model_fields["view"].default
     parser.add_argument(
         "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="precision of the daemon run and of (c) (fp32; the config default is auto)",
+        type=_choices(("auto", *PRECISIONS)),
+        default=(precision_default,),
+        metavar="P[,P...]",
+        help=f"model.precision of the daemon runs, comma-separated ({precision_default}, the "
+        "config default; auto, fp32, bf16, int8); (c) is printed for the first",
+    )
+    parser.add_argument(
+        "--view",
+        type=_choices(VIEWS),
+        default=(view_default,),
+        metavar="V[,V...]",
+        help=f"model.view of the daemon runs, comma-separated ({view_default}, the config "
+        f"default; {', '.join(VIEWS)}); the daemon runs once per precision and view",
     )
     batch_size = Model.model_fields["batch_size"].default
     parser.add_argument(
@@ -120,7 +137,7 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     settings = Settings(
         frames=pick(args.frames, 300, 20),
         notebook_frames=pick(args.notebook_frames, 30, 4),
-        precision=args.precision,
+        precision=args.precision[0],
         batch_size=args.batch_size,
         quiet_seconds=pick(args.quiet_seconds, 1.0, 0.3),
         speed_seconds=pick(args.speed_seconds, 8.0, 0.5),
@@ -131,12 +148,34 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         workdir=args.workdir.resolve() if args.workdir else None,
         json_path=(args.json or RESULTS_DIR / f"{_utc_stamp()}.json").resolve(),
         overrides=tuple(_override(parser, text) for text in args.set),
+        view=args.view[0],
+        daemon_runs=tuple((p, v) for v in args.view for p in args.precision),
     )
     if settings.frames < 1 or settings.notebook_frames < 1:
         parser.error("--frames and --notebook-frames must be at least 1")
     if not 1 <= settings.batch_size <= MAX_BATCH_SIZE:
         parser.error(f"--batch-size must be 1 to {MAX_BATCH_SIZE} (the config's range)")
     return settings
+
+
+def resolved_precision(setting: PrecisionSetting) -> Precision:
+    """The precision the daemon runs at on this machine's CPU: auto resolved as it resolves it."""
+    return choose_precision(setting, torch.device("cpu"))
+
+
+def _choices(allowed: Sequence[str]) -> Any:
+    """An argparse type: a comma-separated list of distinct values from `allowed`."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(dict.fromkeys(value.strip().lower() for value in text.split(",")))
+        wrong = [value for value in values if value not in allowed]
+        if wrong or not values:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected one or more of {', '.join(allowed)}, comma-separated"
+            )
+        return values
+
+    return parse
 
 
 def _override(parser: argparse.ArgumentParser, text: str) -> tuple[str, str, object]:

@@ -18,7 +18,7 @@ import gc
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from bench.harness import (
     load_line,
     machine_header,
     say,
+    usable_cores,
     write_json,
 )
 from bench.inputs import (
@@ -54,11 +55,11 @@ from bench.inputs import (
     evenly_spaced,
     usable_samples,
 )
-from bench.limit import limits, report_limits
+from bench.limit import DaemonRate, limits, report_limits
 from bench.notebook import measure_notebook
 from bench.report import cpu_budget, summary_line
-from bench.settings import Settings, parse_settings, workdir_for
-from bench.view_cost import measure_view_costs, report_view_costs
+from bench.settings import Settings, parse_settings, resolved_precision, workdir_for
+from bench.view_cost import ViewCost, measure_view_costs, report_view_costs
 
 # What the run found, for the JSON result file: filled in as the measurements finish.
 Record = dict[str, Any]
@@ -78,24 +79,75 @@ def run(settings: Settings, layout: DaemonLayout, record: Record) -> str:
     notebook = _notebook(inputs, settings, record)
     chosen = _precisions(inputs, settings, record)
     stages = _decode_stages(inputs, settings, record)
-    _view_costs(inputs, chosen, record)
-    say(f"(b) the daemon end to end: python -m daemon run -c {layout.config}")
-    for section, key, value in settings.overrides:
-        say(f"  setting: {section}.{key} = {value!r}")
-    daemon = measure_daemon(layout, inputs.model_dir, inputs.files, inputs.single, settings)
-    record["daemon"] = daemon
-    report_daemon(daemon, settings)
-    say()
-    record["cpu_budget"] = cpu_budget(notebook, daemon, chosen.speed)
-    for line in record["cpu_budget"]:
-        say(line)
-    record["limits"] = limits(record["precisions"], stages)
-    for line in report_limits(record["limits"], settings.precision, daemon.burst.per_second):
+    views = _view_costs(inputs, chosen, record)
+    record["limits"] = limits(record["precisions"], stages, views)
+    rates = []
+    for index, (precision, view) in enumerate(settings.daemon_runs):
+        run_settings = replace(settings, precision=precision, view=view)
+        daemon = _daemon(layout, inputs, run_settings, record)
+        rates.append(DaemonRate(resolved_precision(precision), view, daemon.burst.per_second))
+        _accounting(daemon, record, stages, views, view, resolved_precision(precision))
+        if index == 0:
+            first = daemon
+            record["daemon"] = daemon
+            per_file = next(cost.inputs_per_frame for cost in views if cost.view == view)
+            record["cpu_budget"] = cpu_budget(notebook, daemon, chosen.speed, per_file)
+            for line in record["cpu_budget"]:
+                say(line)
+        say()
+    for line in report_limits(record["limits"], rates):
         say(line)
     say()
     record["cpu_account"] = account.report()
     say(record["cpu_account"])
-    return summary_line(notebook, daemon, chosen.speed, settings)
+    return summary_line(notebook, first, chosen.speed, settings)
+
+
+def _daemon(layout: DaemonLayout, inputs: _Inputs, settings: Settings, record: Record) -> Any:
+    say(
+        f"(b) the daemon end to end, precision {settings.precision}, view {settings.view}: "
+        f"python -m daemon run -c {layout.config}"
+    )
+    for section, key, value in settings.overrides:
+        say(f"  setting: {section}.{key} = {value!r}")
+    daemon = measure_daemon(layout, inputs.model_dir, inputs.files, inputs.single, settings)
+    record.setdefault("daemon_runs", []).append(
+        {"precision": settings.precision, "view": settings.view, "result": daemon}
+    )
+    report_daemon(daemon, settings)
+    return daemon
+
+
+def _accounting(
+    daemon: Any,
+    record: Record,
+    stages: DecodeStages,
+    views: list[ViewCost],
+    view: str,
+    precision: str,
+) -> None:
+    """Where the burst's CPU went per file, against this run's floor and model CPU."""
+    cost = next(item for item in views if item.view == view)
+    result = next(item for item in record["precisions"] if item.precision == precision)
+    files = daemon.burst.images
+    model_ms = result.cpu_ms_per_image * cost.inputs_per_frame
+    floor_ms = stages.decode_draft_ms + cost.prepare_ms
+    daemon_ms = 1000 * daemon.burst_cpu.daemon_seconds / files
+    decoders_ms = 1000 * daemon.burst_cpu.decoder_seconds / files
+    say(
+        f"  CPU per file:          decoders {decoders_ms:.1f} ms (floor {floor_ms:.1f}: "
+        f"{decoders_ms - floor_ms:+.1f} ms more); daemon process {daemon_ms:.1f} ms (the model "
+        f"at (c)'s CPU {model_ms:.1f}: {daemon_ms - model_ms:+.1f} ms more)"
+    )
+    # b/limit also falls when other processes take cores; this part of the gap is the daemon's.
+    cores_had = (daemon.burst_cpu.daemon_seconds + daemon.burst_cpu.decoder_seconds) / (
+        daemon.burst.seconds
+    )
+    say(
+        f"  on the CPU it had:     {cores_had:.2f} of {usable_cores()} cores; (model + floor) / "
+        f"CPU spent per file = {(model_ms + floor_ms) / (daemon_ms + decoders_ms):.2f} (what "
+        "b/limit would be with the cores to itself, at this efficiency)"
+    )
 
 
 @dataclass(frozen=True)
@@ -154,12 +206,12 @@ def _precisions(inputs: _Inputs, settings: Settings, record: Record) -> Precisio
         f"{draft_fidelity.min_cosine:.6f}   max |dp| {draft_fidelity.max_probability_diff:.2e}"
     )
     say("  (the weights are random: fidelity figures show numeric drift, not label quality)")
-    chosen = next(result for result in results if result.precision == settings.precision)
+    precision = resolved_precision(settings.precision)
+    chosen = next(result for result in results if result.precision == precision)
     record["classifier"] = chosen.speed
     say(
-        f"(c) classifier alone, {settings.precision}, batch {settings.batch_size} (median "
-        f"batch): "
-        f"{chosen.speed.per_second:.1f} images/s"
+        f"(c) classifier alone, {settings.precision} ({precision} here), batch "
+        f"{settings.batch_size} (median batch): {chosen.speed.per_second:.1f} images/s"
     )
     gc.collect()
     say()
@@ -180,16 +232,18 @@ def _decode_stages(inputs: _Inputs, settings: Settings, record: Record) -> Decod
     return stages
 
 
-def _view_costs(inputs: _Inputs, chosen: PrecisionResult, record: Record) -> None:
+def _view_costs(inputs: _Inputs, chosen: PrecisionResult, record: Record) -> list[ViewCost]:
     frames = inputs.frames or [file.path for file in inputs.files]
     say(
-        f"view costs (model.view): on {min(len(frames), 10)} drafted frames; model time from (c), "
-        f"{chosen.precision}"
+        f"view costs (model.view): CPU on {min(len(frames), 10)} drafted frames; inputs per file "
+        f"over the {len(inputs.files)} files; model time from (c), {chosen.precision}"
     )
-    costs = measure_view_costs(inputs.model_dir, frames, chosen.speed)
+    files = [file.path for file in inputs.files]
+    costs = measure_view_costs(inputs.model_dir, frames, files, chosen.speed)
     record["view_costs"] = costs
     report_view_costs(costs)
     say()
+    return costs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

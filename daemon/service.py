@@ -25,6 +25,7 @@ from daemon.intake.arrivals import Intake
 from daemon.intake.names import NameFilter
 from daemon.intake.stability import StabilityTracker
 from daemon.intake.watcher import InboxWatcher, WatchedInbox
+from daemon.malloc import limit_malloc_arenas
 from daemon.notify import SystemdNotifier
 from daemon.progress import ProgressWatch
 from daemon.schedule import start_wall_clock_jobs
@@ -87,6 +88,7 @@ def run_daemon(
     `lock` is the database's lock when the caller has taken it already (the CLI does, before
     its slow imports); it is released when the daemon ends.
     """
+    limit_malloc_arenas()  # before the daemon's threads start
     threads = _Threads(stop=stop or threading.Event())
     received = _install_signal_handlers(threads.stop)
     if lock is None:

@@ -152,6 +152,23 @@ def test_classify_tensors_takes_what_preprocess_gives(classifier: ClipClassifier
         np.testing.assert_array_equal(a.embedding, b.embedding)
 
 
+def test_classify_pixels_takes_the_decoders_uint8_levels(classifier: ClipClassifier) -> None:
+    from daemon.decode.views import to_view_levels, to_views
+
+    images = synthetic_images()[:3]
+    levels = [to_view_levels(image, classifier.preprocess_spec, "crops") for image in images]
+
+    side = classifier.input_size
+    assert all(item.dtype == np.uint8 and item.shape[1:] == (side, side, 3) for item in levels)
+    from_levels = classifier.classify_pixels(levels)
+    from_floats = classifier.classify_views(
+        [torch.from_numpy(to_views(image, classifier.preprocess_spec, "crops")) for image in images]
+    )
+    for a, b in zip(from_levels, from_floats, strict=True):
+        np.testing.assert_array_equal(a.embedding, b.embedding)
+        assert a.probabilities == b.probabilities and a.view == b.view
+
+
 def test_preprocess_is_the_same_from_many_threads(classifier: ClipClassifier) -> None:
     images = synthetic_images() * 4
     serial = [classifier.preprocess(image) for image in images]

@@ -23,7 +23,7 @@ import daemon.decode.pool as pool_module
 from daemon.decode.imaging import DEFAULT_FORMATS, decode_image
 from daemon.decode.jobs import GONE_CHANGED, GONE_MISSING, DecodeJob, DecodeOutcome, decode_job
 from daemon.decode.pool import DecoderPool, DecoderPoolError
-from daemon.decode.preprocess import PreprocessSpec, to_pixels
+from daemon.decode.preprocess import PreprocessSpec, normalise_levels, to_pixels
 
 SPEC = PreprocessSpec(
     size=224,
@@ -170,8 +170,9 @@ def test_decodes_like_the_in_process_pipeline(shared_pool: DecoderPool, good_jpe
     assert outcome.error is None
     assert outcome.gone is None
     assert outcome.pixels is not None
-    assert outcome.pixels.dtype == np.float32
-    assert np.array_equal(outcome.pixels, to_pixels(in_process.image, SPEC)[np.newaxis])
+    assert outcome.pixels.dtype == np.uint8  # levels: the model's process normalises them
+    normalised = normalise_levels(outcome.pixels, SPEC)
+    assert np.array_equal(normalised, to_pixels(in_process.image, SPEC)[np.newaxis])
     assert outcome.camera_make == "reconyx"  # normalised: case folded
     assert outcome.camera_model == "hc600 hyperfire"
     assert outcome.capture_time == datetime(2024, 5, 6, 7, 8, 9)
@@ -182,7 +183,7 @@ def test_the_default_job_function_runs_in_the_child(good_jpeg: Path) -> None:
     with DecoderPool(1, timeout=30.0) as pool:
         outcome = result(pool.submit(job_for(good_jpeg)))
     assert outcome.pixels is not None
-    assert outcome.pixels.shape == (1, 3, 224, 224)  # the job's view: center, one view
+    assert outcome.pixels.shape == (1, 224, 224, 3)  # the job's view: center, one view
 
 
 def test_changed_content_is_gone(shared_pool: DecoderPool, good_jpeg: Path) -> None:

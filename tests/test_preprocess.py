@@ -14,7 +14,13 @@ from PIL import Image
 from transformers import CLIPProcessor
 
 from daemon.decode.imaging import ImageError, decode_image
-from daemon.decode.preprocess import PreprocessSpec, spec_from_processor, to_pixels
+from daemon.decode.preprocess import (
+    PreprocessSpec,
+    normalise_levels,
+    spec_from_processor,
+    to_pixels,
+    to_values,
+)
 
 SIZES = [
     (224, 224),
@@ -211,3 +217,38 @@ def test_real_samples_match_the_processor(
         assert_same_as_processor(image_processor, spec, decoded.image)
         checked += 1
     assert checked >= 20
+
+
+# --- uint8 levels from the decoders, normalised in the model's process ---------------------------
+
+
+def test_normalised_levels_equal_the_float_path_bit_for_bit(spec: PreprocessSpec) -> None:
+    rng = np.random.default_rng(11)
+    levels = rng.integers(0, 256, (3, spec.crop, spec.crop, 3), dtype=np.uint8)
+    levels[0] = np.resize(np.arange(256, dtype=np.uint8), levels[0].shape)  # every level
+
+    normalised = normalise_levels(levels, spec)
+
+    assert normalised.shape == (3, 3, spec.crop, spec.crop)
+    assert normalised.dtype == np.float32 and normalised.flags.c_contiguous
+    for index in range(3):
+        assert np.array_equal(normalised[index], to_values(levels[index], spec))
+
+
+def test_normalised_levels_of_a_centre_crop_equal_clips_processor(
+    image_processor: Any, spec: PreprocessSpec
+) -> None:
+    from daemon.decode.views import to_view_levels
+
+    image = noise((500, 375), seed=12)
+
+    [normalised] = normalise_levels(to_view_levels(image, spec, "center"), spec)
+
+    np.testing.assert_array_equal(normalised, reference(image_processor, image))
+
+
+def test_normalise_levels_refuses_floats_and_other_shapes(spec: PreprocessSpec) -> None:
+    with pytest.raises(ValueError, match="expected uint8 views"):
+        normalise_levels(np.zeros((1, 8, 8, 3), np.float32), spec)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="expected uint8 views"):
+        normalise_levels(np.zeros((1, 3, 8, 8), np.uint8), spec)

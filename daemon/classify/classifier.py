@@ -23,7 +23,7 @@ from daemon.classify.precision import (
     resolve_device,
 )
 from daemon.config import Config, Label
-from daemon.decode.preprocess import spec_from_processor
+from daemon.decode.preprocess import normalise_levels, spec_from_processor
 from daemon.decode.views import View, to_views
 
 logger = logging.getLogger(__name__)
@@ -137,11 +137,14 @@ class ClipClassifier:
         return self.classify_views([view[np.newaxis] for view in pixel_values], infrared)
 
     def classify_pixels(
-        self, pixels: Sequence[np.ndarray], infrared: Sequence[bool] | None = None
+        self, pixels: Sequence[npt.NDArray[np.uint8]], infrared: Sequence[bool] | None = None
     ) -> list[Classification]:
-        """Classify decoded float32 arrays, (3, S, S) or (V, 3, S, S): the worker's numpy seam."""
-        views = [torch.from_numpy(array) for array in pixels]
-        return self.classify_views([v if v.ndim == 4 else v[np.newaxis] for v in views], infrared)
+        """Classify decoded images given as uint8 views (V, S, S, 3) each, as the decoders make
+        them (`decode.views.to_view_levels`): normalised here, then classified by view."""
+        spec = self.preprocess_spec
+        return self.classify_views(
+            [torch.from_numpy(normalise_levels(levels, spec)) for levels in pixels], infrared
+        )
 
     def classify(
         self, images: Sequence[Image.Image], infrared: Sequence[bool] | None = None

@@ -9,6 +9,7 @@ import signal
 from multiprocessing.connection import Connection
 
 from daemon.decode.jobs import DecodeJob, DecodeOutcome, JobFunction
+from daemon.malloc import limit_malloc_arenas
 
 READY = "ready"
 
@@ -17,6 +18,7 @@ def serve_child(connection: Connection) -> None:
     """A decoder process's main loop: job in, (outcome, log lines) out, until None or EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when decoding stops
     faulthandler.enable()  # a segfaulting decoder leaves its Python stack in the parent's log
+    limit_malloc_arenas()
     job_function: JobFunction = connection.recv()
     capture = _LogCapture()
     logging.getLogger().addHandler(capture)

@@ -19,7 +19,7 @@ from daemon.decode.exif import normalised_camera
 from daemon.decode.frame import prepare_frame
 from daemon.decode.imaging import ImageError, decode_image
 from daemon.decode.preprocess import PreprocessSpec
-from daemon.decode.views import View, to_views
+from daemon.decode.views import View, to_view_levels
 from daemon.hashing import sha256_bytes
 
 JobFunction = Callable[["DecodeJob"], "DecodeOutcome"]
@@ -52,7 +52,9 @@ class DecodeJob:
 class DecodeOutcome:
     """What became of a DecodeJob: pixels, or `error` (counts as an attempt), or `gone`."""
 
-    pixels: npt.NDArray[np.float32] | None = None  # (V, 3, S, S) when decoded: one per view
+    # (V, S, S, 3) uint8 RGB levels when decoded, one per view: the model's process normalises
+    # them (a quarter of float32's bytes through the pipe)
+    pixels: npt.NDArray[np.uint8] | None = None
     infrared: bool = False  # a night (infrared) frame: its own prompts and thresholds
     strip_top: int = 0  # info strip rows cut before the views, in pixels of the original frame
     strip_bottom: int = 0
@@ -99,7 +101,7 @@ def decode_bytes(data: bytes, job: DecodeJob) -> dict[str, Any]:
         )
         camera = normalised_camera(decoded.metadata)
         frame = prepare_frame(decoded, job.strips, camera.name)
-        pixels = to_views(frame.image, job.spec, job.view)
+        pixels = to_view_levels(frame.image, job.spec, job.view)
     except ImageError as err:
         return {"error": str(err)}
     except Exception as err:  # a decoder bug must fail this file only

@@ -62,6 +62,23 @@ def to_values(pixels: npt.NDArray[np.uint8], spec: PreprocessSpec) -> npt.NDArra
     return _normalised(pixels, _lookup_table(spec))
 
 
+def normalise_levels(
+    levels: npt.NDArray[np.uint8], spec: PreprocessSpec
+) -> npt.NDArray[np.float32]:
+    """(N, H, W, 3) uint8 views to the model's (N, 3, H, W) float32: `to_values` on each, bit
+    for bit. Decoders send the uint8 levels (a quarter of the bytes); the model's process
+    normalises them here."""
+    if levels.ndim != 4 or levels.shape[3] != _CHANNELS or levels.dtype != np.uint8:
+        raise ValueError(f"expected uint8 views (N, H, W, 3), got {levels.dtype} {levels.shape}")
+    table = _lookup_table(spec)
+    count, height, width, _ = levels.shape
+    out = np.empty((count, _CHANNELS, height, width), dtype=np.float32)
+    for index in range(count):
+        for channel in range(_CHANNELS):
+            np.take(table[channel], levels[index, :, :, channel], out=out[index, channel])
+    return out
+
+
 def spec_from_processor(image_processor: Any) -> PreprocessSpec:
     """Read a CLIPImageProcessor's settings (duck-typed: transformers is not imported here).
 

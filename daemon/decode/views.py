@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from daemon.decode.preprocess import PreprocessSpec, resized_rgb, to_pixels, to_rgb, to_values
+from daemon.decode.preprocess import PreprocessSpec, normalise_levels, resized_rgb, to_rgb
 
 View = Literal["center", "pad", "crops"]
 VIEWS: tuple[View, ...] = ("center", "pad", "crops")
@@ -21,16 +21,26 @@ MIN_OVERLAP = 0.125
 def to_views(image: Image.Image, spec: PreprocessSpec, view: View) -> npt.NDArray[np.float32]:
     """The model inputs of one frame for `view`: (V, 3, crop, crop) float32, V >= 1.
 
-    `center` is exactly CLIP's processor (one view); `pad` letterboxes the whole frame on CLIP's
-    mean colour (normalised to zero: neutral to the model) and resizes it (one view); `crops`
-    resizes as `center` does, then takes `crop_count` overlapping squares along the long side.
+    `to_view_levels` normalised as CLIP's processor does: `center` is exactly its output.
+    """
+    return normalise_levels(to_view_levels(image, spec, view), spec)
+
+
+def to_view_levels(image: Image.Image, spec: PreprocessSpec, view: View) -> npt.NDArray[np.uint8]:
+    """The views of one frame as uint8 RGB levels: (V, crop, crop, 3), V >= 1, contiguous.
+
+    `center` is CLIP's resize and centre crop (one view); `pad` letterboxes the whole frame on
+    CLIP's mean colour (normalised to zero: neutral to the model) and resizes it (one view);
+    `crops` resizes as `center` does, then takes `crop_count` overlapping squares along the long
+    side. What the decoders send: a quarter of the bytes of float32, normalised by the model's
+    process (`preprocess.normalise_levels`).
     """
     if view == "center":
-        return to_pixels(image, spec)[np.newaxis]
+        return _squares(resized_rgb(image, spec), spec, centred=True)
     if view == "pad":
-        return to_pixels(_letterboxed(image, spec), spec)[np.newaxis]
+        return _squares(resized_rgb(_letterboxed(image, spec), spec), spec, centred=True)
     if view == "crops":
-        return _crops(image, spec)
+        return _squares(resized_rgb(image, spec), spec, centred=False)
     raise ValueError(f"unknown view {view!r}: expected one of {', '.join(VIEWS)}")
 
 
@@ -55,19 +65,23 @@ def crop_offsets(long_side: int, side: int) -> list[int]:
     return [round(index * (long_side - side) / (count - 1)) for index in range(count)]
 
 
-def _crops(image: Image.Image, spec: PreprocessSpec) -> npt.NDArray[np.float32]:
-    resized = resized_rgb(image, spec)  # the centre view's resize: one resize serves all crops
-    width, height = resized.size
+def _squares(resized: Image.Image, spec: PreprocessSpec, *, centred: bool) -> npt.NDArray[np.uint8]:
+    """The centre square of `resized` (CLIP's centre crop), or the overlapping squares along its
+    long side; one resize serves every square, each cut once from the resized pixels."""
+    pixels = np.asarray(resized)
+    height, width = pixels.shape[:2]
     side = spec.crop
     landscape = width >= height
     across = (height - side) // 2 if landscape else (width - side) // 2
-    boxes = [
-        (offset, across, offset + side, across + side)
+    long_side = width if landscape else height
+    offsets = [(long_side - side) // 2] if centred else crop_offsets(long_side, side)
+    squares = [
+        pixels[across : across + side, offset : offset + side]
         if landscape
-        else (across, offset, across + side, offset + side)
-        for offset in crop_offsets(width if landscape else height, side)
+        else pixels[offset : offset + side, across : across + side]
+        for offset in offsets
     ]
-    return np.stack([to_values(np.asarray(resized.crop(box)), spec) for box in boxes])
+    return np.stack(squares)
 
 
 def _letterboxed(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
