@@ -166,16 +166,7 @@ def _build(
         lock.note_database_opened()
     store = Store(create_db_engine(config.database.url), events=_event_settings(config))
     classifier = _load_classifier(config)
-    failures = EntryFailures(
-        store,
-        first_delay=config.worker.destination_retry_seconds,
-        max_attempts=config.worker.max_move_attempts,
-    )
-    refile_retries = MoveRetries(
-        first_delay=config.worker.destination_retry_seconds,
-        max_attempts=config.worker.max_move_attempts,
-    )
-    router = Router(store, config.paths, ownership, failures, refile_retries)
+    router = _build_router(config, store, ownership)
     _settle(router)
     intake, watcher = _build_intake(config, store, threads)
     router.on_released = intake.hint  # a name freed by a move may hold a newer upload
@@ -199,6 +190,15 @@ def _build(
         head=_load_head(config, classifier.model_name),
     )
     return _Parts(classifier, decoder, intake, watcher, worker, routing, *_verdicts(config))
+
+
+def _build_router(config: Config, store: Store, ownership: Ownership) -> Router:
+    """The router, with one backoff for inbox entries and one for filed frames it refiles."""
+    retry = config.worker.destination_retry_seconds
+    attempts = config.worker.max_move_attempts
+    failures = EntryFailures(store, first_delay=retry, max_attempts=attempts)
+    refile_retries = MoveRetries(first_delay=retry, max_attempts=attempts)
+    return Router(store, config.paths, ownership, failures, refile_retries)
 
 
 def _settle(router: Router) -> None:
