@@ -175,7 +175,7 @@ def test_a_cli_verdict_on_a_frame_in_a_folder_is_not_undone_by_the_next_scan(
     assert [row[1:] for row in _verdicts(built)] == [("tiger", "folder"), ("not-tiger", "cli")]
 
 
-def test_a_move_seen_with_its_source_needs_no_hash_and_records_where_the_frame_went(
+def test_a_move_seen_with_its_source_records_where_the_frame_went(
     built: Station,
 ) -> None:
     source = station_frames(built)[2]  # an uncertain frame
@@ -185,6 +185,28 @@ def test_a_move_seen_with_its_source_needs_no_hash_and_records_where_the_frame_w
     assert _verdicts(built) == [(3, "not-tiger", "folder")]
     assert query(built, "SELECT final_path FROM images WHERE id = 3") == [(str(frame),)]
     assert check_invariant(built) == []
+
+
+def test_another_frame_put_where_a_judged_one_was_gets_its_own_verdict(built: Station) -> None:
+    """Hostile review F16: frame A was judged and deleted from the verdict folder; frame B put at
+    A's recorded name was taken for A, and B's verdict was recorded on A."""
+    first, second = station_frames(built)[:2]
+    not_tiger = built.root / "review" / "verdicts" / "not-tiger"
+    judged = _move(first, not_tiger)
+    _record_scan(built)
+    judged.unlink()  # judged frames cleared out of the folder
+    second.rename(judged)  # another frame, by chance under the same name (IMG_0001.JPG)
+    _record_scan(built)  # seen by a scan only, as over a share written from another computer
+    _move(judged, built.root / "review" / "verdicts" / "tiger")  # staff change their mind on B
+    _record_scan(built)
+    assert _verdicts(built) == [
+        (1, "not-tiger", "folder"),
+        (2, "not-tiger", "folder"),
+        (2, "tiger", "folder"),
+    ]
+    finals = dict(query(built, "SELECT id, final_path FROM images WHERE id IN (1, 2)"))
+    assert finals[2] == str(built.root / "review" / "verdicts" / "tiger" / judged.name)
+    assert finals[1] == str(judged)  # A's last known place: its file is gone, never B's
 
 
 def test_an_audit_link_moved_there_is_an_audit_verdict_and_the_frame_stays_put(

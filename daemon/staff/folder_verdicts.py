@@ -72,15 +72,13 @@ class FolderVerdicts:
             logger.info("image %d was moved by staff to %s; recorded there", image_id, shown)
 
     def _identify(self, sighting: Sighting) -> tuple[int | None, bool]:
-        """(image id, whether the file is an audit link): by the path it came from when its
-        move was seen, else by where it is recorded, else by content."""
-        if sighting.moved_from is not None:
-            source = os.path.normpath(sighting.moved_from)
-            if (image_id := self._store.image_at(source)) is not None:
-                return image_id, False
-            if (image_id := self._store.audit_image_at(source)) is not None:
-                return image_id, True
-        return find_image(self._store, sighting.path), False
+        """(image id, whether the file came from the audit folder): the image by content (a
+        frame put at a name another frame had would otherwise take that frame's verdict)."""
+        image_id = find_image(self._store, sighting.path)
+        if image_id is None or sighting.moved_from is None:
+            return image_id, False
+        source = os.path.normpath(sighting.moved_from)
+        return image_id, self._store.audit_image_at(source) == image_id
 
 
 def _is_the_frame(frame: FrameRecord, path: Path) -> bool:

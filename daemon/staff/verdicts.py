@@ -34,10 +34,8 @@ class VerdictOutcome:
 
 
 def find_image(store: StaffStore, path: Path) -> int | None:
-    """The image a file is: by its recorded final path, else by its content (a moved copy)."""
-    image_id = store.image_at(os.path.normpath(path.absolute()))  # as config paths are
-    if image_id is not None:
-        return image_id
+    """The image a file is, by its content: SHA-256 names one image exactly, wherever the file
+    lies. A path does not: staff may have put another frame at a name the database records."""
     return store.image_with_sha256(sha256_file(path))
 
 
