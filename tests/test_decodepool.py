@@ -23,16 +23,9 @@ import daemon.decode.pool as pool_module
 from daemon.decode.imaging import DEFAULT_FORMATS, decode_image
 from daemon.decode.jobs import GONE_CHANGED, GONE_MISSING, DecodeJob, DecodeOutcome, decode_job
 from daemon.decode.pool import DecoderPool, DecoderPoolError
-from daemon.decode.preprocess import PreprocessSpec, normalise_levels, to_pixels
+from daemon.decode.preprocess import normalise_levels, to_pixels
+from tests.clip_spec import CLIP_SPEC
 
-SPEC = PreprocessSpec(
-    size=224,
-    crop=224,
-    mean=(0.48145466, 0.4578275, 0.40821073),
-    std=(0.26862954, 0.26130258, 0.27577711),
-    resample=3,
-    rescale_factor=1 / 255,
-)
 RESULT_WAIT = 20.0  # generous: a 2-core box may be busy; a hang shows up as a test failure
 HANG_TIMEOUT = 1.0
 HEAVY_MODULES = (
@@ -102,7 +95,7 @@ def job_for(path: Path, sha256: str | None = None) -> DecodeJob:
         formats=DEFAULT_FORMATS,
         max_pixels=50_000_000,
         draft_size=224,
-        spec=SPEC,
+        spec=CLIP_SPEC,
     )
 
 
@@ -171,8 +164,8 @@ def test_decodes_like_the_in_process_pipeline(shared_pool: DecoderPool, good_jpe
     assert outcome.gone is None
     assert outcome.pixels is not None
     assert outcome.pixels.dtype == np.uint8  # levels: the model's process normalises them
-    normalised = normalise_levels(outcome.pixels, SPEC)
-    assert np.array_equal(normalised, to_pixels(in_process.image, SPEC)[np.newaxis])
+    normalised = normalise_levels(outcome.pixels, CLIP_SPEC)
+    assert np.array_equal(normalised, to_pixels(in_process.image, CLIP_SPEC)[np.newaxis])
     assert outcome.camera_make == "reconyx"  # normalised: case folded
     assert outcome.camera_model == "hc600 hyperfire"
     assert outcome.capture_time == datetime(2024, 5, 6, 7, 8, 9)

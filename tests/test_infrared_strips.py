@@ -17,21 +17,13 @@ from daemon.config import Config, ConfigError, parse_config
 from daemon.config_strips import CameraStrips, Strips
 from daemon.decode.jobs import DecodeJob, DecodeOutcome, decode_job
 from daemon.decode.light import is_infrared, mean_chroma
-from daemon.decode.preprocess import PreprocessSpec
 from daemon.decode.strips import Strips as StripRows
 from daemon.decode.strips import find_strips
+from tests.clip_spec import CLIP_SPEC
 from tests.daemon_support import daemon_thread, make_station, query, settled, wait_until
 
 ORIENTATION = 0x0112
 TIGER = "tiger/anno_1440.jpg"
-CLIP_SPEC = PreprocessSpec(
-    size=224,
-    crop=224,
-    mean=(0.48145466, 0.4578275, 0.40821073),
-    std=(0.26862954, 0.26130258, 0.27577711),
-    resample=3,
-    rescale_factor=1 / 255,
-)
 
 # What a person sees in each sample (looked at one by one): grey (infrared) content, and an info
 # strip at the top, at the bottom. Grey means what the infrared prompts suit: the true mode-L

@@ -14,19 +14,12 @@ import yaml
 from PIL import Image
 
 from daemon.cli import main
-from daemon.decode.preprocess import PreprocessSpec, to_pixels
+from daemon.decode.preprocess import to_pixels
 from daemon.decode.views import MIN_OVERLAP, crop_count, crop_offsets, to_views
+from tests.clip_spec import CLIP_SPEC
 from tests.conftest import DEFAULT_LABELS
 from tests.daemon_support import daemon_thread, make_station, query, settled, wait_until
 
-CLIP_SPEC = PreprocessSpec(
-    size=224,
-    crop=224,
-    mean=(0.48145466, 0.4578275, 0.40821073),
-    std=(0.26862954, 0.26130258, 0.27577711),
-    resample=3,
-    rescale_factor=1 / 255,
-)
 TIGER = Path("tiger") / "anno_1440.jpg"
 
 
