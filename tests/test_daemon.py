@@ -690,6 +690,32 @@ def test_a_frame_renamed_in_the_inbox_while_queued_is_classified_under_its_new_n
     assert check_invariant(station, {sha256_hex(data)}) == []
 
 
+def test_a_frame_renamed_while_queued_whose_old_name_is_reused_is_classified_under_its_new_one(
+    station: Station, decode_gate: DecodeGate
+) -> None:
+    """Hostile review F4: staff renamed IMG_0001.JPG and the next card's IMG_0001.JPG took the
+    old name; the renamed frame was filed as a duplicate of itself and never classified."""
+    renamed_data, newcomer_data = noise_jpeg(36), noise_jpeg(37, size=(80, 60))
+    first = station.inbox / "IMG_0001.JPG"
+    renamed = station.inbox / "cam1_IMG_0001.JPG"
+    with daemon_thread(station):
+        decode_gate.held_names.add(first.name)
+        write_file(first, renamed_data)
+        wait_until(lambda: image_row(station, first) is not None, "the first frame's row")
+        first.rename(renamed)
+        write_file(first, newcomer_data)  # the next card, same camera counter
+        wait_until(
+            lambda: image_row(station, renamed) is not None or count(station, "duplicates") > 0,
+            "the new name recorded",
+        )
+        decode_gate.release()
+        wait_settled(station, images=2)
+    assert count(station, "duplicates") == 0
+    assert_classified(station, image_row(station, renamed), sha256_hex(renamed_data))
+    assert_classified(station, image_row(station, first), sha256_hex(newcomer_data))
+    assert check_invariant(station, {sha256_hex(renamed_data), sha256_hex(newcomer_data)}) == []
+
+
 def test_classified_content_that_vanished_is_filed_when_it_arrives_again(
     station: Station, monkeypatch: pytest.MonkeyPatch
 ) -> None:

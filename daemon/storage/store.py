@@ -133,10 +133,11 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
             return ArrivalOutcome.NEW
         if self._waiting_here(session, image, path):
             return ArrivalOutcome.ALREADY_KNOWN
-        if image.state == ImageState.QUEUED and not os.path.lexists(image.original_path):
+        if image.state == ImageState.QUEUED and not _still_there(image):
             # Renamed inside the inbox before it was read (a person tidying, an FTP client
-            # renaming after upload): the same frame under a new name, never a duplicate of
-            # itself, or the frame would go to archive/duplicates unclassified.
+            # renaming after upload), its old name perhaps taken by the next card's frame: the
+            # same frame under a new name, never a duplicate of itself, or it would go to
+            # archive/duplicates unclassified.
             image.original_path, image.original_name = path, path.rsplit("/", 1)[-1]
             image.deployment = arrival.deployment
             return ArrivalOutcome.NEW
@@ -307,6 +308,15 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
             duplicates = session.scalar(select(func.count()).where(is_open(Duplicate)))
             rejects = session.scalar(select(func.count()).where(is_open(Reject)))
         return (duplicates or 0) + (rejects or 0)
+
+
+def _still_there(image: Image) -> bool:
+    """Whether the image's recorded inbox path may still hold its content: something of its
+    size is there. A cheap look (no read): another size there is certainly other content."""
+    try:
+        return os.lstat(image.original_path).st_size == image.size_bytes
+    except OSError:
+        return False
 
 
 def _new_image(path: str, sha256: str, size: int, deployment: str | None) -> Image:
