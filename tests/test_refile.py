@@ -148,6 +148,49 @@ def test_while_a_frame_its_folder_holds_keeps_the_event_open_nothing_is_noted_ag
     assert held.exists() and len(store.events_to_file()) == 1  # still owed, tried later
 
 
+def test_a_frame_file_that_will_not_move_waits_alone(station: Station, store: Store) -> None:
+    """Second hostile review g4: an immutable frame file (its folder fine) failed link() with
+    EPERM, was taken for a destination refusing every file, and paused the whole station."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make a file refuse root")
+    paths = station.config().paths
+    held = filed_frame(store, paths, "a.jpg", 0, Decision.NEGATIVE)
+    locked = subprocess.run(["chattr", "+i", str(held)], capture_output=True, text=True)
+    if locked.returncode != 0:
+        pytest.skip(f"chattr +i is not supported here: {locked.stderr.strip()}")
+    try:
+        filed_frame(store, paths, "b.jpg", 2, Decision.POSITIVE)
+        waiting = EventFiler(store, paths).file_events()
+    finally:
+        subprocess.run(["chattr", "-i", str(held)], check=True)
+
+    assert waiting == 0  # nothing pauses: the frame waits alone
+    assert held.exists() and len(store.events_to_file()) == 1
+
+
+def test_a_frame_staff_put_back_is_promoted_when_its_event_changes_again(
+    station: Station, store: Store, tmp_path: Path
+) -> None:
+    """Second hostile review g8: a frame left alone (taken away during a promotion) was
+    skipped for an hour even after staff put it back, and its event marked filed without it."""
+    paths = station.config().paths
+    archived = filed_frame(store, paths, "a.jpg", 0, Decision.NEGATIVE)
+    away = tmp_path / "a.jpg"
+    archived.rename(away)
+    filed_frame(store, paths, "b.jpg", 2, Decision.POSITIVE)
+    filer = EventFiler(store, paths)
+    assert filer.file_events() == 0  # a.jpg left alone, noted
+    away.rename(archived)  # staff put it back
+    filed_frame(store, paths, "c.jpg", 3, Decision.POSITIVE)  # the event changes again
+    assert filer.file_events() == 0
+
+    finals = dict(query(station, "SELECT original_name, final_path FROM images"))
+    event_folder = Path(str(finals["b.jpg"])).parent
+    assert finals["a.jpg"] == str(event_folder / "a.jpg")
+    assert (event_folder / "a.jpg").read_bytes() == b"frame a.jpg"
+    assert store.events_to_file() == []
+
+
 def test_a_taken_name_in_the_event_folder_is_never_overwritten(
     station: Station, store: Store
 ) -> None:

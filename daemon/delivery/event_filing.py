@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import logging
-import time
 from pathlib import Path
 
 from daemon.config import Paths
 from daemon.delivery.destinations import filing_folder
-from daemon.delivery.move_errors import Scope, classify_move_error
-from daemon.delivery.move_retries import STUCK_RETRY_SECONDS, MoveRetries, Verdict
+from daemon.delivery.move_retries import MoveRetries, Verdict
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.refile import RefileRequest, refile
 from daemon.outcomes import destination_for
@@ -19,6 +18,10 @@ from daemon.storage.store import Store
 
 logger = logging.getLogger(__name__)
 
+# A destination that takes no files now: the flow pauses. Any other refile error is the frame's.
+_DESTINATION_WIDE = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOTDIR, errno.ENOTCONN}
+)
 # Frames whose file no destination holds for them: nothing to move.
 _NOT_FILED = frozenset({ImageDecision.QUARANTINED, ImageDecision.VANISHED})
 
@@ -39,7 +42,8 @@ class EventFiler:
         self._ownership = ownership or Ownership()
         # A frame whose own folder will not let it go waits alone (backoff, then hourly tries).
         self._retries = retries or MoveRetries(first_delay=30.0, max_attempts=5)
-        self._left_alone: dict[int, float] = {}  # image id -> monotonic time to look again
+        # Frames refile left where staff put them, by what was at their recorded path then.
+        self._left_alone: dict[int, tuple[int, int, int, int] | None] = {}
 
     def file_events(self) -> int:
         """File every changed event; returns how many wait (a destination refused a move)."""
@@ -76,31 +80,32 @@ class EventFiler:
         return complete
 
     def _refile(self, request: RefileRequest) -> bool:
-        """Move one frame; False while it is held back because its own folder refused it.
+        """Move one frame; False while it is held back because it will not leave its folder.
 
-        Only a destination that refuses files pauses the flow (the OSError goes on up); a frame
-        whose folder will not let it go (staff made it immutable, another account's folder)
-        waits alone, with a backoff, and its event stays flagged until it has moved.
+        Only a destination that takes no files now (full, read-only, failing) pauses the flow
+        (the OSError goes on up); a frame that will not let go (an immutable file or folder,
+        another account's folder) waits alone with a backoff, its event flagged until it moves.
         """
         key = ("refile", request.image_id)
-        if time.monotonic() < self._left_alone.get(request.image_id, 0.0):
-            return True
+        left = request.image_id in self._left_alone
+        if left and self._left_alone[request.image_id] == _signature(request.current):
+            return True  # as staff left it: noted once, not again at every routing tick
         if not self._retries.due(key):
             return False
         try:
             moved = refile(self._store, self._paths, request, self._ownership)
         except OSError as err:
-            fault = classify_move_error(err, request.current, request.folder / request.current.name)
-            if fault.scope is Scope.DESTINATION:
+            if err.errno in _DESTINATION_WIDE:
                 raise
             what = f"cannot move {request.current} into its event's folder"
-            if self._retries.failed(key, what, fault.reason) is Verdict.GIVE_UP:
-                logger.error("%s: %s; tried again hourly, the rest goes on", what, fault.reason)
+            reason = f"{err.strerror or err} ({errno.errorcode.get(err.errno or 0, '?')})"
+            if self._retries.failed(key, what, reason) is Verdict.GIVE_UP:
+                logger.error("%s: %s; tried again hourly, the rest goes on", what, reason)
             return False
-        if moved is None:
-            # Left where staff put it (noted once by refile): looked at again only hourly, not
-            # at every routing tick while another frame holds its event open.
-            self._left_alone[request.image_id] = time.monotonic() + STUCK_RETRY_SECONDS
+        if moved is None:  # not there, or other bytes: looked at again once that changes
+            self._left_alone[request.image_id] = _signature(request.current)
+        else:
+            self._left_alone.pop(request.image_id, None)
         self._retries.succeeded(key)
         return True
 
@@ -114,3 +119,12 @@ class EventFiler:
             event_id=event.id,
             event_start=event.start_time,
         )
+
+
+def _signature(path: Path) -> tuple[int, int, int, int] | None:
+    """What is at `path` now (None: nothing): a frame put back there is looked at again."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
