@@ -209,6 +209,20 @@ def test_another_frame_put_where_a_judged_one_was_gets_its_own_verdict(built: St
     assert finals[1] == str(judged)  # A's last known place: its file is gone, never B's
 
 
+def test_a_frame_a_viewer_re_saved_keeps_its_verdicts(built: Station) -> None:
+    """Second hostile review g3: a viewer rewrote a frame's EXIF in place (new bytes), then staff
+    judged it: by content alone it was "not a frame tigerwatch has classified"."""
+    first, second = station_frames(built)[:2]
+    for frame in (first, second):
+        frame.write_bytes(frame.read_bytes() + b" rating=5")  # re-saved in place
+    assert main(["verdict", "-c", str(built.config_path), "--not-tiger", str(second)]) == 0
+    moved = _move(first, built.root / "review" / "verdicts" / "tiger")
+    _, recorder, _ = _parts(built)
+    recorder.record(Sighting(moved, TIGER, moved_from=first))
+    assert [row[:2] for row in _verdicts(built)] == [(2, "not-tiger"), (1, "tiger")]
+    assert query(built, "SELECT final_path FROM images WHERE id = 1") == [(str(moved),)]
+
+
 def test_an_audit_link_moved_there_is_an_audit_verdict_and_the_frame_stays_put(
     built: Station,
 ) -> None:

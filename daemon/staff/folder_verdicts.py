@@ -72,13 +72,16 @@ class FolderVerdicts:
             logger.info("image %d was moved by staff to %s; recorded there", image_id, shown)
 
     def _identify(self, sighting: Sighting) -> tuple[int | None, bool]:
-        """(image id, whether the file came from the audit folder): the image by content (a
-        frame put at a name another frame had would otherwise take that frame's verdict)."""
-        image_id = find_image(self._store, sighting.path)
-        if image_id is None or sighting.moved_from is None:
+        """(image id, whether the file came from the audit folder): the image by content first
+        (a frame put at a name another frame had would otherwise take that frame's verdict),
+        then by the path its move came from (a frame whose EXIF a viewer rewrote)."""
+        moved_from = None if sighting.moved_from is None else Path(sighting.moved_from)
+        image_id = find_image(self._store, sighting.path, moved_from)
+        if image_id is None and moved_from is not None:
+            image_id = self._store.audit_image_at(os.path.normpath(moved_from))
+        if image_id is None or moved_from is None:
             return image_id, False
-        source = os.path.normpath(sighting.moved_from)
-        return image_id, self._store.audit_image_at(source) == image_id
+        return image_id, self._store.audit_image_at(os.path.normpath(moved_from)) == image_id
 
 
 def _is_the_frame(frame: FrameRecord, path: Path) -> bool:

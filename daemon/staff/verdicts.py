@@ -33,10 +33,15 @@ class VerdictOutcome:
     problems: list[str]  # one line each: the file (or CSV line) and what is wrong
 
 
-def find_image(store: StaffStore, path: Path) -> int | None:
-    """The image a file is, by its content: SHA-256 names one image exactly, wherever the file
-    lies. A path does not: staff may have put another frame at a name the database records."""
-    return store.image_with_sha256(sha256_file(path))
+def find_image(store: StaffStore, path: Path, moved_from: Path | None = None) -> int | None:
+    """The image a file is: by its content first (SHA-256 names one image exactly, wherever the
+    file lies, and another frame may lie at a name the database records); for content no frame
+    has (a viewer re-saved its EXIF), by the path it was moved from, else where it lies."""
+    image_id = store.image_with_sha256(sha256_file(path))
+    for place in (moved_from, path):
+        if image_id is None and place is not None:
+            image_id = store.image_at(os.path.normpath(place.absolute()))  # as config paths are
+    return image_id
 
 
 def verdicts_for_paths(

@@ -96,6 +96,14 @@ class StaffStore(Transactions):
 
     # --- finding frames -------------------------------------------------------------------------
 
+    def image_at(self, path: str) -> int | None:
+        """The image whose file is recorded at `path` (its final path), if any."""
+        with self._reading() as session:
+            found = session.scalars(
+                select(Image.id).where(Image.final_path == path).order_by(Image.id.desc())
+            ).first()
+            return found
+
     def image_with_sha256(self, sha256: str) -> int | None:
         with self._reading() as session:
             return session.scalars(select(Image.id).where(Image.sha256 == sha256.lower())).first()
