@@ -75,13 +75,14 @@ class FolderVerdicts:
         """(image id, whether the file came from the audit folder): the image by content first
         (a frame put at a name another frame had would otherwise take that frame's verdict),
         then by the path its move came from (a frame whose EXIF a viewer rewrote)."""
-        moved_from = None if sighting.moved_from is None else Path(sighting.moved_from)
+        moved_from = sighting.moved_from
         image_id = find_image(self._store, sighting.path, moved_from)
-        if image_id is None and moved_from is not None:
-            image_id = self._store.audit_image_at(os.path.normpath(moved_from))
-        if image_id is None or moved_from is None:
+        if moved_from is None:
             return image_id, False
-        return image_id, self._store.audit_image_at(os.path.normpath(moved_from)) == image_id
+        audited = self._store.audit_image_at(os.path.normpath(moved_from))
+        if image_id is None:
+            return audited, audited is not None
+        return image_id, audited == image_id
 
 
 def _is_the_frame(frame: FrameRecord, path: Path) -> bool:
