@@ -163,6 +163,9 @@ class Model(_Section):
     precision: Annotated[Literal["auto", "fp32", "bf16", "int8"], BeforeValidator(_lower)] = "auto"
     device: Annotated[str, BeforeValidator(_lower), AfterValidator(_check_device)] = "cpu"
     threads: int | None = Field(default=None, ge=1, le=1024)
+    # Batches the model runs at once, sharing `threads`; null: one per thread on a CPU (the
+    # decoders then slow one batch, not stall both threads), one on a GPU.
+    parallel_batches: int | None = Field(default=None, ge=1, le=1024)
     # What of the frame the model sees: CLIP's centre crop, the letterboxed whole frame, or
     # overlapping squares across it (see README "Views").
     view: Annotated[Literal["center", "pad", "crops"], BeforeValidator(_lower)] = "crops"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from daemon.classify.classifier import ClipClassifier, load_for_config
+from daemon.classify.lanes import ModelLanes, plan_lanes
 from daemon.classify.precision import use_threads
 from daemon.config import Config
 from daemon.config_deployments import utc_offset
@@ -183,6 +184,7 @@ def _build(
         classifier=classifier,
         routing=routing,
         decoder=decoder,
+        lanes=_model_lanes(config, classifier),
         config=config,
         stop=threads.stop,
         wake=threads.wake_worker,
@@ -234,8 +236,19 @@ def _load_head(config: Config, model_name: str) -> LinearHead | None:
 
 
 def _load_classifier(config: Config) -> ClipClassifier:
-    use_threads(config.model.threads)
+    use_threads(config.model.threads)  # loading embeds the prompts: every thread helps
     return load_for_config(config)
+
+
+def _model_lanes(config: Config, classifier: ClipClassifier) -> ModelLanes:
+    model = config.model
+    plan = plan_lanes(model.threads, model.parallel_batches, on_gpu=classifier.on_gpu)
+    logger.info(
+        "the model runs %d batch(es) at once, %d thread(s) each",
+        plan.lanes,
+        plan.threads_per_lane,
+    )
+    return ModelLanes(plan)
 
 
 def _build_intake(config: Config, store: Store, threads: _Threads) -> tuple[Intake, InboxWatcher]:

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from daemon.classify.classifier import Classification, ClipClassifier
+from daemon.classify.lanes import ModelLanes
 from daemon.config import Config
 from daemon.decode.jobs import DecodeJob, DecodeOutcome
 from daemon.decode.pool import DecoderPool, DecoderPoolError
@@ -31,6 +33,14 @@ class Decoded:
     outcome: DecodeOutcome
 
 
+@dataclass(frozen=True)
+class RunningBatch:
+    """Decoded images the model is classifying in one of its lanes."""
+
+    images: list[Decoded]
+    result: Future[tuple[list[Classification], float]]  # and the batch's wall ms per image
+
+
 class Worker:
     def __init__(
         self,
@@ -39,6 +49,7 @@ class Worker:
         classifier: ClipClassifier,
         routing: RoutingLoop,
         decoder: DecoderPool,
+        lanes: ModelLanes,
         config: Config,
         stop: threading.Event,
         wake: threading.Event,
@@ -50,6 +61,8 @@ class Worker:
         self._classifier = classifier
         self._routing = routing
         self._decoder = decoder
+        self._lanes = lanes
+        self._running: list[RunningBatch] = []
         self._config = config
         self._stop = stop
         self._wake = wake
@@ -75,18 +88,24 @@ class Worker:
             for _, future in self._inflight.values():
                 # Unfinished work stays queued in the database and is redone after a restart.
                 future.cancel()
+            self._lanes.close()
 
     def _step(self) -> None:
         self._top_up()
-        batch = self._collect_batch()
-        if batch:
-            self._process(batch)
+        self._record_finished()
+        if len(self._running) < self._lanes.count:
+            batch = self._collect_batch()
+            if batch:
+                self._start(batch)
+                return
+        if self._running:
+            wait([running.result for running in self._running], 0.5, FIRST_COMPLETED)
         elif not self._inflight:
             self._wake.wait(timeout=0.5)
             self._wake.clear()
 
     def idle(self) -> bool:
-        return not self._inflight
+        return not self._inflight and not self._running
 
     @property
     def store(self) -> Store:
@@ -101,7 +120,10 @@ class Worker:
             return  # a full destination disk pauses intake of new work, not just the moves
         now = time.monotonic()
         waiting = {image_id for image_id, due in self._retry_at.items() if due > now}
-        for item in self._store.due_images(room, exclude=set(self._inflight) | waiting):
+        # Still queued in the database until their batch is recorded: not to be taken twice.
+        classifying = {d.item.id for running in self._running for d in running.images}
+        exclude = set(self._inflight) | waiting | classifying
+        for item in self._store.due_images(room, exclude=exclude):
             self._retry_at.pop(item.id, None)
             self._inflight[item.id] = (item, self._submit(item))
 
@@ -134,17 +156,18 @@ class Worker:
         batch_size = self._config.model.batch_size
         max_wait = self._config.worker.batch_max_wait_seconds
         while self._inflight and not self._stop.is_set():
+            self._record_finished()  # a lane that finished while this batch fills
             pending = [future for _, future in self._inflight.values() if not future.done()]
             if self._ready_views() >= batch_size or not pending:
                 break
+            timeout = 0.5
             if self._done_ids():
                 oldest = min(self._finished_at.get(image_id, 0.0) for image_id in self._done_ids())
-                remaining = oldest + max_wait - time.monotonic()
-                if remaining <= 0:
+                timeout = oldest + max_wait - time.monotonic()
+                if timeout <= 0:
                     break
-                wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
-            else:
-                wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            running: list[Future[Any]] = [batch.result for batch in self._running]
+            wait([*pending, *running], timeout=timeout, return_when=FIRST_COMPLETED)
         batch: list[Decoded] = []
         views = 0
         for image_id in self._done_ids():
@@ -181,29 +204,46 @@ class Worker:
 
     # --- classification ---------------------------------------------------------------------------
 
-    def _process(self, batch: list[Decoded]) -> None:
+    def _start(self, batch: list[Decoded]) -> None:
+        """Hand the decoded images to a free lane; record the failed ones now."""
         good = [decoded for decoded in batch if decoded.outcome.pixels is not None]
         if good:
-            self._classify(good)
+            result = self._lanes.submit(self._classify, good)
+            self._running.append(RunningBatch(good, result))
         for decoded in batch:
             if decoded.outcome.gone is not None:
                 self._vanished(decoded)
             elif decoded.outcome.error is not None:
                 self._failed(decoded)
-        self._routing.wake()
-        self.last_progress = time.monotonic()
+        if len(good) < len(batch):
+            self._routing.wake()  # a quarantined file is moved out of the inbox
+            self.last_progress = time.monotonic()
 
-    def _classify(self, good: list[Decoded]) -> None:
+    def _classify(self, good: list[Decoded]) -> tuple[list[Classification], float]:
+        """Runs in a lane: the classifications, and the batch's wall milliseconds per image."""
         started = time.perf_counter()
         pixels = [d.outcome.pixels for d in good if d.outcome.pixels is not None]
         lights = [d.outcome.infrared for d in good]
         classifications = self._classifier.classify_pixels(pixels, lights)
-        per_image_ms = (time.perf_counter() - started) * 1000 / len(good)
-        results = [
-            self._classified(decoded, classification, per_image_ms)
-            for decoded, classification in zip(good, classifications, strict=True)
-        ]
-        self._store.record_classified(results, self._model_info)
+        return classifications, (time.perf_counter() - started) * 1000 / len(good)
+
+    def _record_finished(self) -> None:
+        """Record the batches the model has finished, in this (the database's) thread.
+
+        A lane's exception (a bug, out of memory) is raised here: the worker thread ends and
+        the supervisor restarts the daemon; the batch's images are still queued.
+        """
+        finished = [running for running in self._running if running.result.done()]
+        for running in finished:
+            self._running.remove(running)
+            classifications, per_image_ms = running.result.result()
+            results = [
+                self._classified(decoded, classification, per_image_ms)
+                for decoded, classification in zip(running.images, classifications, strict=True)
+            ]
+            self._store.record_classified(results, self._model_info)
+            self._routing.wake()
+            self.last_progress = time.monotonic()
 
     def _classified(
         self, decoded: Decoded, classification: Classification, inference_ms: float

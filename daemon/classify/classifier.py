@@ -126,6 +126,10 @@ class ClipClassifier:
             view=view,
         )
 
+    @property
+    def on_gpu(self) -> bool:
+        return self._device.type == "cuda"
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model inputs of one image for this classifier's view: (V, 3, S, S)."""
         return torch.from_numpy(to_views(image, self.preprocess_spec, self.view))

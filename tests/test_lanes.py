@@ -1,0 +1,120 @@
+"""Model lanes: how the model's threads are split, and that lanes really run side by side."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from daemon.classify.lanes import LanePlan, ModelLanes, plan_lanes
+from tests.daemon_support import (
+    check_invariant,
+    count,
+    daemon_thread,
+    make_station,
+    noise_jpeg,
+    settled,
+    sha256_of,
+    wait_until,
+    write_file,
+)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> object:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_cpu_gets_one_single_threaded_lane_per_thread() -> None:
+    assert plan_lanes(4, None, on_gpu=False) == LanePlan(lanes=4, threads_per_lane=1)
+
+
+def test_threads_null_means_every_usable_core() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert plan_lanes(None, None, on_gpu=False) == LanePlan(lanes=cores, threads_per_lane=1)
+
+
+def test_a_gpu_gets_one_lane_with_every_thread() -> None:
+    assert plan_lanes(4, None, on_gpu=True) == LanePlan(lanes=1, threads_per_lane=4)
+
+
+def test_parallel_batches_share_the_threads_and_never_exceed_them() -> None:
+    assert plan_lanes(8, 2, on_gpu=False) == LanePlan(lanes=2, threads_per_lane=4)
+    assert plan_lanes(2, 6, on_gpu=False) == LanePlan(lanes=2, threads_per_lane=1)
+
+
+def test_lanes_set_torchs_threads_per_lane() -> None:
+    lanes = ModelLanes(LanePlan(lanes=1, threads_per_lane=1))
+    try:
+        assert torch.get_num_threads() == 1
+    finally:
+        lanes.close()
+
+
+def test_two_lanes_run_two_calls_at_the_same_time() -> None:
+    # Each call waits at a barrier for the other: it passes only if both run at once.
+    barrier = threading.Barrier(2, timeout=10)
+    lanes = ModelLanes(LanePlan(lanes=2, threads_per_lane=1))
+    try:
+        futures = [lanes.submit(barrier.wait) for _ in range(2)]
+        assert sorted(future.result(timeout=20) for future in futures) == [0, 1]
+    finally:
+        lanes.close()
+
+
+def test_one_lane_runs_calls_one_after_the_other() -> None:
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def call() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        threading.Event().wait(0.05)
+        with lock:
+            running -= 1
+
+    lanes = ModelLanes(LanePlan(lanes=1, threads_per_lane=1))
+    try:
+        for future in [lanes.submit(call) for _ in range(4)]:
+            future.result(timeout=20)
+    finally:
+        lanes.close()
+    assert most == 1
+
+
+def test_a_burst_through_two_lanes_is_classified_once_each(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    # Small batches, so that many run while others are queued: an image whose batch is still
+    # in a lane is queued in the database, and must not be taken a second time.
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        model={
+            "name_or_path": str(tiny_model_dir),
+            "batch_size": 2,
+            "threads": 2,
+            "parallel_batches": 2,
+        },
+    )
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    sources = [write_file(outside / f"IMG_{n:04d}.JPG", noise_jpeg(n)) for n in range(30)]
+    with daemon_thread(station):
+        for source in sources:
+            shutil.copy(source, station.inbox / source.name)
+        wait_until(
+            lambda: settled(station) and count(station, "images") >= len(sources),
+            "every frame of the burst filed",
+        )
+    assert count(station, "classifications") == len(sources)
+    assert check_invariant(station, {sha256_of(source) for source in sources}) == []
