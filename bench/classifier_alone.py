@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from bench.harness import Rate, say
 from bench.inputs import DRAFT_SIZE, TARGETS
 from bench.settings import Settings
 from daemon.classify.classifier import ClipClassifier
+from daemon.classify.lanes import plan_lanes
 from daemon.classify.precision import PRECISIONS, Precision
 from daemon.config import DEFAULT_LABELS
 
@@ -35,24 +37,44 @@ def load_classifier(model_dir: Path, precision: Precision) -> ClipClassifier:
 def classifier_speed(
     classifier: ClipClassifier, batch: torch.Tensor, min_seconds: float
 ) -> tuple[Rate, Rate, float]:
-    """classify_tensors on one ready batch, repeated for at least min_seconds (and 3 batches).
+    """classify_tensors on one ready batch, the way the daemon runs the model: in its lanes
+    (daemon/classify/lanes.py; on a CPU one single-threaded batch per core, side by side),
+    each lane repeating the batch for at least min_seconds (and 3 batches).
 
-    Returns the rates of the median and of the fastest batch: on a shared machine a
-    neighbour's burst then spoils a few batches rather than the figure, and the fastest batch
-    shows what the model can do when it has the cores to itself. The third value is the
-    process CPU milliseconds per image over the timed batches.
+    Returns the rates of the median and of the fastest batch, times the lanes: on a shared
+    machine a neighbour's burst then spoils a few batches rather than the figure, and the
+    fastest batch shows what the model can do when it has the cores to itself. The third
+    value is the process CPU milliseconds per image over the timed batches.
     """
-    classifier.classify_tensors(batch)  # warm-up: first-call allocations, oneDNN kernel choice
-    durations: list[float] = []
-    cpu_started = time.process_time()
-    started = time.perf_counter()
-    while len(durations) < 3 or time.perf_counter() - started < min_seconds:
-        batch_started = time.perf_counter()
-        classifier.classify_tensors(batch)
-        durations.append(time.perf_counter() - batch_started)
-    cpu_ms = 1000 * (time.process_time() - cpu_started) / (len(batch) * len(durations))
-    median = Rate(len(batch), float(np.median(durations)))
-    return median, Rate(len(batch), min(durations)), cpu_ms
+    plan = plan_lanes(None, None, on_gpu=classifier.on_gpu)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(plan.threads_per_lane)
+    try:
+        classifier.classify_tensors(batch)  # warm-up: first-call allocations, oneDNN kernels
+        durations: list[list[float]] = [[] for _ in range(plan.lanes)]
+
+        def lane(index: int, started: float) -> None:
+            while len(durations[index]) < 3 or time.perf_counter() - started < min_seconds:
+                batch_started = time.perf_counter()
+                classifier.classify_tensors(batch)
+                durations[index].append(time.perf_counter() - batch_started)
+
+        cpu_started = time.process_time()
+        started = time.perf_counter()
+        threads = [
+            threading.Thread(target=lane, args=(index, started)) for index in range(plan.lanes)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        cpu_seconds = time.process_time() - cpu_started
+    finally:
+        torch.set_num_threads(threads_before)
+    every = [duration for lane_durations in durations for duration in lane_durations]
+    cpu_ms = 1000 * cpu_seconds / (len(batch) * len(every))
+    median = Rate(len(batch) * plan.lanes, float(np.median(every)))
+    return median, Rate(len(batch) * plan.lanes, min(every)), cpu_ms
 
 
 def speed_batch(fidelity_pixels: torch.Tensor, batch_size: int) -> torch.Tensor:

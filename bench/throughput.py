@@ -60,6 +60,7 @@ from bench.notebook import measure_notebook
 from bench.report import cpu_budget, summary_line
 from bench.settings import Settings, parse_settings, resolved_precision, workdir_for
 from bench.view_cost import ViewCost, measure_view_costs, report_view_costs
+from daemon.classify.lanes import plan_lanes
 
 # What the run found, for the JSON result file: filled in as the measurements finish.
 Record = dict[str, Any]
@@ -101,6 +102,11 @@ def run(settings: Settings, layout: DaemonLayout, record: Record) -> str:
     record["cpu_account"] = account.report()
     say(record["cpu_account"])
     return summary_line(notebook, first, chosen.speed, settings)
+
+
+def _lanes_text() -> str:
+    plan = plan_lanes(None, None, on_gpu=False)
+    return f"{plan.lanes} batch(es) at once, {plan.threads_per_lane} thread(s) each"
 
 
 def _daemon(layout: DaemonLayout, inputs: _Inputs, settings: Settings, record: Record) -> Any:
@@ -194,7 +200,8 @@ def _precisions(inputs: _Inputs, settings: Settings, record: Record) -> Precisio
     fidelity_paths = inputs.samples or [file.path for file in inputs.files[:16]]
     say(
         f"precision options: classifier alone on ready 224x224 tensors, batch "
-        f"{settings.batch_size}, median batch over >= {settings.speed_seconds:g} s; fidelity "
+        f"{settings.batch_size}, in the daemon's model lanes ({_lanes_text()}), median batch "
+        f"over >= {settings.speed_seconds:g} s; fidelity "
         f"vs fp32 on {len(fidelity_paths)} {'sample' if inputs.samples else 'synthetic'} images "
         "(decoded the daemon's way)"
     )
