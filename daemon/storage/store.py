@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from daemon.outcomes import Decision
@@ -104,16 +104,18 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
 
     def is_waiting(self, path: str) -> bool:
         """True when this inbox path already has a row that has not left the inbox yet."""
-        with self._reading() as session:
+        # One statement, not one per table: intake asks for every file of a burst, and each
+        # statement holds the GIL the model lanes need between their operators.
+        waiting = [
+            exists().where(column == path, model.state != "done")
             for model, column in (
                 (Image, Image.original_path),
                 (Duplicate, Duplicate.source_path),
                 (Reject, Reject.source_path),
-            ):
-                query = select(model.id).where(column == path, model.state != "done").limit(1)
-                if session.scalar(query) is not None:
-                    return True
-        return False
+            )
+        ]
+        with self._reading() as session:
+            return bool(session.scalar(select(or_(*waiting))))
 
     def record_arrivals(self, arrivals: Sequence[Arrival]) -> list[ArrivalOutcome]:
         """Record stable inbox files in one transaction (one fsync), in order.

@@ -1,0 +1,56 @@
+"""Store.is_waiting: an inbox path is waiting while any of its rows has not left the inbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon.storage.database import create_db_engine, upgrade_database
+from daemon.storage.store import Arrival, ArrivalOutcome, RowKind, Store
+
+
+def make_store(tmp_path: Path) -> Store:
+    url = f"sqlite:///{tmp_path / 'tigerwatch.db'}"
+    upgrade_database(url)
+    return Store(create_db_engine(url))
+
+
+def test_an_unknown_path_is_not_waiting(tmp_path: Path) -> None:
+    assert not make_store(tmp_path).is_waiting("/srv/inbox/IMG_0001.JPG")
+
+
+def test_a_queued_image_waits_until_its_move_is_recorded(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    path = "/srv/inbox/IMG_0001.JPG"
+    assert store.record_arrivals([Arrival(path, "a" * 64, 10)]) == [ArrivalOutcome.NEW]
+    assert store.is_waiting(path)
+    assert not store.is_waiting("/srv/inbox/IMG_0002.JPG")
+    (image,) = store.due_images(10)
+    store.record_vanished(image.id, "deleted from the inbox", path)
+    assert not store.is_waiting(path)
+
+
+def test_a_duplicate_waits_under_its_own_path(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    # Both files exist: same bytes under a name whose first holder is gone would be a rename.
+    first, second = (str(inbox / name) for name in ("a.jpg", "b.jpg"))
+    for name in (first, second):
+        Path(name).write_bytes(b"same bytes")
+    outcomes = store.record_arrivals([Arrival(first, "b" * 64, 10), Arrival(second, "b" * 64, 10)])
+    assert outcomes == [ArrivalOutcome.NEW, ArrivalOutcome.DUPLICATE]
+    assert store.is_waiting(second)
+    (move,) = [m for m in store.pending_moves() if m.kind is RowKind.DUPLICATE]
+    store.record_moved_many([(RowKind.DUPLICATE, move.id, "/srv/archive/duplicates/b.jpg")])
+    assert not store.is_waiting(second)
+    assert store.is_waiting(first)  # the image itself is still queued
+
+
+def test_a_reject_waits_until_it_is_moved(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    path = "/srv/inbox/link.jpg"
+    store.record_reject(path, "symbolic link (never followed)")
+    assert store.is_waiting(path)
+    (move,) = store.pending_moves()
+    store.record_moved_many([(RowKind.REJECT, move.id, "/srv/quarantine/link.jpg")])
+    assert not store.is_waiting(path)
