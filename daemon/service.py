@@ -13,7 +13,6 @@ from types import FrameType
 
 from daemon.classify.classifier import ClipClassifier, load_for_config
 from daemon.classify.lanes import ModelLanes, plan_lanes
-from daemon.classify.precision import use_threads
 from daemon.config import Config
 from daemon.config_deployments import utc_offset
 from daemon.decode.pool import DecoderPool
@@ -236,8 +235,7 @@ def _load_head(config: Config, model_name: str) -> LinearHead | None:
 
 
 def _load_classifier(config: Config) -> ClipClassifier:
-    use_threads(config.model.threads)  # loading embeds the prompts: every thread helps
-    return load_for_config(config)
+    return load_for_config(config)  # sized to model.threads: embedding the prompts uses them all
 
 
 def _model_lanes(config: Config, classifier: ClipClassifier) -> ModelLanes:

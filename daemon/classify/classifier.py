@@ -21,6 +21,7 @@ from daemon.classify.precision import (
     choose_precision,
     prepare_image_tower,
     resolve_device,
+    use_threads,
 )
 from daemon.config import Config, Label
 from daemon.decode.preprocess import normalise_levels, spec_from_processor
@@ -270,7 +271,12 @@ def _validated_prompts(
 
 
 def load_for_config(config: Config) -> ClipClassifier:
-    """The classifier a configuration describes: the daemon's and `tigerwatch classify`'s."""
+    """The classifier a configuration describes: the daemon's and `tigerwatch classify`'s.
+
+    Sizes torch's threads to `model.threads` first: the commands that classify on the station
+    (`classify`, `rescore`) must leave the cores the operator reserved, as the daemon does.
+    """
+    use_threads(config.model.threads)
     return ClipClassifier.load(
         config.model.name_or_path,
         config.labels,
