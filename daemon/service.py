@@ -113,7 +113,10 @@ class _Stop:
 
     def announce(self) -> None:
         if self.received:
-            logger.info("received %s: finishing the current batch and stopping", self.received[0])
+            logger.info(
+                "received %s: stopping; frames still being classified stay queued for the next start",
+                self.received[0],
+            )
         self.notifier.stopping()
 
 

@@ -63,6 +63,8 @@ class Worker:
         self._decoder = decoder
         self._lanes = lanes
         self._running: list[RunningBatch] = []
+        self._model_failures_in_a_row = 0
+        self._model_tries: dict[int, int] = {}  # by image id: frames the model failed on alone
         self._config = config
         self._stop = stop
         self._wake = wake
@@ -228,15 +230,18 @@ class Worker:
         return classifications, (time.perf_counter() - started) * 1000 / len(good)
 
     def _record_finished(self) -> None:
-        """Record the batches the model has finished, in this (the database's) thread.
-
-        A lane's exception (a bug, out of memory) is raised here: the worker thread ends and
-        the supervisor restarts the daemon; the batch's images are still queued.
-        """
+        """Record the batches the model has finished, in this (the database's) thread."""
         finished = [running for running in self._running if running.result.done()]
         for running in finished:
             self._running.remove(running)
-            classifications, per_image_ms = running.result.result()
+            try:
+                classifications, per_image_ms = running.result.result()
+            except Exception as err:  # a model bug, out of memory: see _model_failed
+                self._model_failed(running.images, err)
+                continue
+            self._model_failures_in_a_row = 0
+            for decoded in running.images:
+                self._model_tries.pop(decoded.item.id, None)
             results = [
                 self._classified(decoded, classification, per_image_ms)
                 for decoded, classification in zip(running.images, classifications, strict=True)
@@ -244,6 +249,49 @@ class Worker:
             self._store.record_classified(results, self._model_info)
             self._routing.wake()
             self.last_progress = time.monotonic()
+
+    def _model_failed(self, images: list[Decoded], err: Exception) -> None:
+        """A batch the model raised on is split, so that one frame cannot hold up the others.
+
+        A frame that fails alone while other frames go through is retried with the decode
+        retries' backoff and quarantined after worker.max_decode_attempts, its reason recorded.
+        When frames fail alone MODEL_FAILURE_LIMIT times in a row, the model itself is failing:
+        this raises, the worker thread ends and systemd restarts the daemon, and no frame pays
+        for it with an attempt. (Attempts here are counted in memory for that reason.)
+        """
+        if len(images) > 1:
+            logger.error(
+                "the model failed on a batch of %d frames (%r); classifying each alone",
+                len(images),
+                err,
+            )
+            for decoded in images:
+                self._running.append(
+                    RunningBatch([decoded], self._lanes.submit(self._classify, [decoded]))
+                )
+            return
+        self._model_failures_in_a_row += 1
+        if self._model_failures_in_a_row >= MODEL_FAILURE_LIMIT:
+            raise RuntimeError(
+                f"the model failed on {self._model_failures_in_a_row} frames in a row, the last "
+                f"{images[0].item.path}: {err!r}"
+            ) from err
+        self._model_retry(images[0], err)
+
+    def _model_retry(self, decoded: Decoded, err: Exception) -> None:
+        item = decoded.item
+        tries = self._model_tries[item.id] = self._model_tries.get(item.id, 0) + 1
+        limit = self._config.worker.max_decode_attempts
+        error = f"{item.path}: the model failed on this frame: {err!r}"
+        logger.error("%s (attempt %d of %d)", error, tries, limit, exc_info=err)
+        if tries >= limit:
+            self._store.record_decode_failure(item.id, error, give_up=True)
+            self._model_tries.pop(item.id)
+            logger.error("%s: quarantined", item.path)
+            self._routing.wake()
+        else:
+            delay = self._config.worker.retry_delay_seconds * tries
+            self._retry_at[item.id] = time.monotonic() + delay
 
     def _classified(
         self, decoded: Decoded, classification: Classification, inference_ms: float
@@ -314,6 +362,9 @@ class Worker:
 
 
 _DB_RETRY = 2.0
+# Frames the model fails on alone, one after another with none classified between: beyond
+# this, the fault is the model's (or the machine's), not the frames'.
+MODEL_FAILURE_LIMIT = 3
 
 
 def _view_count(future: Future[DecodeOutcome]) -> int:
