@@ -114,7 +114,7 @@ class _Stop:
     def announce(self) -> None:
         if self.received:
             logger.info(
-                "received %s: stopping; frames still being classified stay queued for the next start",
+                "received %s: stopping; frames being classified stay queued for the next start",
                 self.received[0],
             )
         self.notifier.stopping()
@@ -244,6 +244,8 @@ def _load_classifier(config: Config) -> ClipClassifier:
 def _model_lanes(config: Config, classifier: ClipClassifier) -> ModelLanes:
     model = config.model
     plan = plan_lanes(model.threads, model.parallel_batches, on_gpu=classifier.on_gpu)
+    if plan.adjusted is not None:
+        logger.warning("%s: the model runs %d batch(es) at once instead", plan.adjusted, plan.lanes)
     logger.info(
         "the model runs %d batch(es) at once, %d thread(s) each",
         plan.lanes,

@@ -46,7 +46,15 @@ def test_a_gpu_gets_one_lane_with_every_thread() -> None:
 
 def test_parallel_batches_share_the_threads_and_never_exceed_them() -> None:
     assert plan_lanes(8, 2, on_gpu=False) == LanePlan(lanes=2, threads_per_lane=4)
-    assert plan_lanes(2, 6, on_gpu=False) == LanePlan(lanes=2, threads_per_lane=1)
+    capped = plan_lanes(2, 6, on_gpu=False)
+    assert (capped.lanes, capped.threads_per_lane) == (2, 1)
+    assert capped.adjusted == "model.parallel_batches 6 is more than the 2 thread(s)"
+
+
+def test_threads_that_do_not_divide_among_the_lanes_are_said_unused() -> None:
+    plan = plan_lanes(3, 2, on_gpu=False)
+    assert (plan.lanes, plan.threads_per_lane) == (2, 1)
+    assert plan.adjusted == "1 of the 3 model thread(s) left unused"
 
 
 def test_lanes_set_torchs_threads_per_lane() -> None:

@@ -28,6 +28,8 @@ class LanePlan:
 
     lanes: int
     threads_per_lane: int
+    # What the settings asked for and did not get, said at start-up; None when all is used.
+    adjusted: str | None = None
 
 
 def plan_lanes(threads: int | None, parallel_batches: int | None, *, on_gpu: bool) -> LanePlan:
@@ -37,7 +39,13 @@ def plan_lanes(threads: int | None, parallel_batches: int | None, *, on_gpu: boo
     if parallel_batches is None:
         parallel_batches = 1 if on_gpu else total
     lanes = max(1, min(parallel_batches, total))
-    return LanePlan(lanes=lanes, threads_per_lane=max(1, total // lanes))
+    per_lane = max(1, total // lanes)
+    adjusted = None
+    if parallel_batches > total:
+        adjusted = f"model.parallel_batches {parallel_batches} is more than the {total} thread(s)"
+    elif lanes * per_lane < total:
+        adjusted = f"{total - lanes * per_lane} of the {total} model thread(s) left unused"
+    return LanePlan(lanes, per_lane, adjusted)
 
 
 class ModelLanes:
