@@ -52,7 +52,9 @@ def assign_event(
     event.max_target_score = max(event.max_target_score, score)
     event.decision = higher(event.decision, decision)
     event.updated_at = utcnow()
-    if event.decision is not Decision.NEGATIVE:
+    # Frames filed before this one may have to follow it to the event's folder; a frame that
+    # starts its event has none, and is filed there directly (no filing pass, no commit).
+    if event.decision is not Decision.NEGATIVE and event.frame_count > 1:
         event.refile_pending += 1
     image.event_id = event.id
     session.flush()
