@@ -58,7 +58,8 @@ def assign_event(
         event.refile_pending += 1
     image.event_id = event.id
     session.flush()
-    _lift_unrouted(session, event)
+    if event.frame_count > 1:  # alone, the frame's decision is the event's: nothing to lift
+        _lift_unrouted(session, event)
     return event
 
 
