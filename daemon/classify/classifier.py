@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from daemon.classify.cpu_caps import slow_bf16_warning, this_cpu_has_native_bf16
-from daemon.classify.loading import checkpoint_revision, crop_size, load_parts, normalised
+from daemon.classify.checkpoint import all_prompts
+from daemon.classify.loader_process import load_checkpoint
 from daemon.classify.precision import (
     Precision,
     PrecisionSetting,
@@ -22,8 +23,9 @@ from daemon.classify.precision import (
     prepare_image_tower,
     resolve_device,
 )
+from daemon.classify.tower_weights import load_tower
 from daemon.config import Config, Label
-from daemon.decode.preprocess import normalise_levels, spec_from_processor
+from daemon.decode.preprocess import PreprocessSpec, normalise_levels
 from daemon.decode.views import View, to_views
 
 logger = logging.getLogger(__name__)
@@ -56,8 +58,9 @@ class ClipClassifier:
     def __init__(
         self,
         *,
-        model: Any,
-        processor: Any,
+        model: torch.nn.Module,
+        preprocess_spec: PreprocessSpec,
+        input_size: int,
         text_embeddings: torch.Tensor,
         infrared_text_embeddings: torch.Tensor,
         logit_scale: float,
@@ -72,7 +75,7 @@ class ClipClassifier:
         self._model = model
         # Preprocessing runs in decoder processes that must not import transformers: they get
         # this picklable recipe, which reproduces the processor exactly.
-        self.preprocess_spec = spec_from_processor(processor.image_processor)
+        self.preprocess_spec = preprocess_spec
         self._text_embeddings = text_embeddings
         self._infrared_text_embeddings = infrared_text_embeddings
         self.view: View = view
@@ -83,7 +86,7 @@ class ClipClassifier:
         self.labels = labels
         self.targets = targets
         self.precision = precision
-        self.input_size = crop_size(processor)
+        self.input_size = input_size
 
     @classmethod
     def load(
@@ -96,29 +99,30 @@ class ClipClassifier:
         device: str = "cpu",
         view: View = "center",
     ) -> ClipClassifier:
-        """Load, embed the prompts, keep only the image tower; a text label is one prompt."""
+        """Embed the prompts (in a child process: loader_process.py), build the image tower from
+        the checkpoint's mapped weights; a text label is one prompt."""
         prompt_sets = [_one_prompt(label) if isinstance(label, str) else label for label in labels]
         label_tuple, target_tuple = _validated_prompts([p.name for p in prompt_sets], targets)
         torch_device = resolve_device(device)
         chosen = _chosen_precision(precision, torch_device)
-        parts = load_parts(name_or_path, _all_prompts(prompt_sets))
-        day, night = _label_embeddings(prompt_sets, parts.text_embeddings)
-        model = prepare_image_tower(parts.vision, chosen, torch_device)
-        revision = checkpoint_revision(name_or_path)
+        parts = load_checkpoint(name_or_path, all_prompts(prompt_sets))
+        day, night = _label_embeddings(prompt_sets, torch.from_numpy(parts.text_embeddings))
+        model = prepare_image_tower(load_tower(name_or_path, parts), chosen, torch_device)
         how = f"{chosen}{' chosen by precision auto' if precision == 'auto' else ''}"
         logger.info(
             "loaded CLIP %s (revision %s, %s on %s, %d labels, %d prompts, view %s)",
-            *(name_or_path, revision, how, torch_device),
+            *(name_or_path, parts.revision, how, torch_device),
             *(len(label_tuple), len(parts.text_embeddings), view),
         )
         return cls(
             model=model,
-            processor=parts.processor,
+            preprocess_spec=parts.preprocess_spec,
+            input_size=parts.input_size,
             text_embeddings=day.to(torch_device),
             infrared_text_embeddings=night.to(torch_device),
             logit_scale=parts.logit_scale,
             model_name=name_or_path,
-            model_revision=revision,
+            model_revision=parts.revision,
             labels=label_tuple,
             targets=target_tuple,
             precision=chosen,
@@ -206,9 +210,10 @@ class ClipClassifier:
     def _image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised projected image embeddings, float32, on the model's device."""
         with torch.inference_mode(), self._autocast():
-            output = self._model(pixel_values=pixel_values.to(self._device))
-        # image_embeds is what CLIPModel.get_image_features returns as pooler_output.
-        return normalised(output.image_embeds.float())
+            # CLIPVisionModelWithProjection's image_embeds: what CLIPModel.get_image_features
+            # returns as pooler_output.
+            embeds: torch.Tensor = self._model(pixel_values.to(self._device))
+        return normalised(embeds.float())
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "bf16":
@@ -237,6 +242,10 @@ class ClipClassifier:
             probabilities=dict(zip(self.labels, values, strict=True)),
             target_score=sum(p for p, target in zip(values, self.targets, strict=True) if target),
         )
+
+
+def normalised(vectors: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(vectors, p=2.0, dim=-1)
 
 
 def _chosen_precision(setting: PrecisionSetting, device: torch.device) -> Precision:
@@ -285,17 +294,11 @@ def _one_prompt(text: str) -> Label:
     return Label(name=text, prompts=(text,))
 
 
-def _all_prompts(labels: Sequence[Label]) -> tuple[str, ...]:
-    """Every distinct prompt text, day and infrared, in first-seen order: embedded once each."""
-    texts = [text for label in labels for text in (*label.prompts, *label.infrared_prompts)]
-    return tuple(dict.fromkeys(texts))
-
-
 def _label_embeddings(
     labels: Sequence[Label], prompt_embeddings: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(day, infrared) label embeddings from the embeddings of `_all_prompts(labels)`."""
-    by_text = dict(zip(_all_prompts(labels), prompt_embeddings, strict=True))
+    """(day, infrared) label embeddings from the embeddings of `all_prompts(labels)`."""
+    by_text = dict(zip(all_prompts(labels), prompt_embeddings, strict=True))
     return ensembled(labels, by_text, infrared=False), ensembled(labels, by_text, infrared=True)
 
 
