@@ -13,8 +13,8 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from daemon.classify.cpu_caps import slow_bf16_warning, this_cpu_has_native_bf16
 from daemon.classify.checkpoint import all_prompts
+from daemon.classify.cpu_caps import slow_bf16_warning, this_cpu_has_native_bf16
 from daemon.classify.loader_process import load_checkpoint
 from daemon.classify.precision import (
     Precision,
@@ -233,7 +233,7 @@ class ClipClassifier:
             # CLIPVisionModelWithProjection's image_embeds: what CLIPModel.get_image_features
             # returns as pooler_output.
             embeds = torch.cat(
-                [self._model(part.to(self._device)) for part in pixel_values.split(chunk)]
+                [self._model(part.to(self._device)) for part in torch.split(pixel_values, chunk)]
             )
         return normalised(embeds.float())
 

@@ -150,9 +150,7 @@ def _from_hub(name: str, labels: tuple[str, ...]) -> _Read:
         raise ModelLoadError(fetch_hint(name, where, err)) from err
 
 
-def _from_pretrained(
-    source: str, labels: tuple[str, ...], *, local_files_only: bool
-) -> _Read:
+def _from_pretrained(source: str, labels: tuple[str, ...], *, local_files_only: bool) -> _Read:
     """Load the text tower, embed the labels, free it; find the file with the vision weights.
 
     The image tower is not loaded here: the daemon builds it from this file itself, without
