@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,34 @@ def test_prefetch_keeps_a_load_error_for_the_load(tmp_path: Path, tiny_model_dir
 
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_checkpoint(missing, all_prompts(config.labels))
+
+
+def test_the_childs_log_records_are_logged_by_the_daemon(caplog: pytest.LogCaptureFixture) -> None:
+    from multiprocessing import Pipe
+
+    from daemon.classify.loader_child import ERROR, _LogForward
+
+    parent_end, child_end = Pipe()
+    source = logging.getLogger("daemon.classify.loading.test")
+    forward = _LogForward(child_end)
+    source.addHandler(forward)
+    source.setLevel(logging.INFO)  # as serve() sets the child's `daemon` logger
+    try:
+        source.info("CLIP x is not in the Hugging Face cache; downloading it")
+    finally:
+        source.removeHandler(forward)
+        source.setLevel(logging.NOTSET)
+    child_end.send((ERROR, "Cannot load CLIP model 'x': ..."))
+    caplog.clear()  # only what the parent logs counts
+
+    with caplog.at_level(logging.INFO, logger="daemon"):
+        reply = loader_process._reply(parent_end)
+
+    assert reply == (ERROR, "Cannot load CLIP model 'x': ...")
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            "daemon.classify.loading.test",
+            logging.INFO,
+            "CLIP x is not in the Hugging Face cache; downloading it",
+        )
+    ]
