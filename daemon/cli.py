@@ -130,7 +130,7 @@ def _add_compare_command(
 
 def _compare_precision(args: argparse.Namespace) -> int:
     from daemon.classify.compare import compare_precisions, format_reports
-    from daemon.classify.loading import ModelLoadError
+    from daemon.classify.errors import ModelLoadError
     from daemon.storage.database import DatabaseError, open_migrated_database
     from daemon.storage.store import Store
 
@@ -165,7 +165,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _classify(args: argparse.Namespace) -> int:
     from daemon.classify.classifier import load_for_config
-    from daemon.classify.loading import ModelLoadError
+    from daemon.classify.errors import ModelLoadError
     from daemon.classify.oneshot import classify_files
     from daemon.classify.output import print_json, print_text, write_plots
 
@@ -227,8 +227,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_DATABASE
     if _model_unobtainable(config, lock):
         return EXIT_MODEL
+    from daemon.classify.loader_process import prefetch_for_config
 
-    from daemon.classify.loading import ModelLoadError
+    prefetch_for_config(config)  # before torch loads: the two peaks do not add up
+
+    from daemon.classify.errors import ModelLoadError
     from daemon.delivery.permissions import OwnershipError
     from daemon.service import run_daemon
 

@@ -261,7 +261,7 @@ def _rescore(args: argparse.Namespace) -> int:
 
 def _rescore_unlocked(args: argparse.Namespace, config: Config) -> int:
     from daemon.classify.classifier import load_for_config
-    from daemon.classify.loading import ModelLoadError
+    from daemon.classify.errors import ModelLoadError
     from daemon.storage.database import DatabaseError, open_migrated_database
     from daemon.storage.rescores import Rescores
     from daemon.storage.staff import StaffStore

@@ -1,4 +1,4 @@
-"""Load a CLIP checkpoint for classification: a folder or the hub, one tower at a time."""
+"""Read a CLIP checkpoint with transformers (in the loader child): prompts, processor, config."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import contextlib
 import gc
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import huggingface_hub
 import torch
@@ -19,41 +18,59 @@ from transformers import (
     CLIPModel,
     CLIPProcessor,
     CLIPTextModelWithProjection,
-    CLIPVisionModelWithProjection,
 )
 from transformers.utils import logging as transformers_logging
 from transformers.utils.hub import cached_file
 
+from daemon.classify.checkpoint import CheckpointParts, TowerShape
+from daemon.classify.classifier import normalised
+from daemon.classify.errors import ModelLoadError
 from daemon.classify.hub_probe import hub_unreachable_reason
 from daemon.classify.model_files import weights_digest
 from daemon.classify.model_source import fetch_hint, is_hub_name, short_reason
+from daemon.decode.preprocess import spec_from_processor
+
+__all__ = ["ModelLoadError", "download_model", "load_parts"]
 
 logger = logging.getLogger(__name__)
 
-
-class ModelLoadError(Exception):
-    """The model could not be loaded; the message says what was tried and how to fix it."""
-
-
-@dataclass(frozen=True)
-class LoadedParts:
-    """What classification needs from a CLIP checkpoint; the text tower is already gone."""
-
-    text_embeddings: torch.Tensor
-    logit_scale: float
-    vision: Any  # CLIPVisionModelWithProjection
-    processor: Any  # CLIPProcessor
+# The checkpoint files the image tower's weights and logit_scale are read from, in this order.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def load_parts(name_or_path: str, labels: tuple[str, ...]) -> LoadedParts:
-    """Everything classification needs from a checkpoint, loaded quietly and checked."""
+def load_parts(name_or_path: str, labels: tuple[str, ...]) -> CheckpointParts:
+    """Everything classification needs from a checkpoint but the image tower's weights, read
+    quietly and checked: the labels' embeddings, the preprocessing and the tower's recipe."""
     # Telemetry would also fetch the hub's agent registry before any request (a 3 s wait on an
     # offline station, and traffic on a metered link): a station sends none.
     huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True
     with _progress_bars_disabled():
-        parts = _load_model_and_processor(name_or_path, labels)
-    _check_input_size(name_or_path, parts.vision, parts.processor)
-    return parts
+        read = _load_model_and_processor(name_or_path, labels)
+    processor, vision_config = read.processor, read.vision_config
+    _check_input_size(name_or_path, int(vision_config.image_size), processor)
+    try:
+        spec = spec_from_processor(processor.image_processor)
+    except ValueError as err:
+        raise ModelLoadError(f"Cannot load CLIP model {name_or_path!r}: {err}") from err
+    return CheckpointParts(
+        text_embeddings=read.text_embeddings.numpy(),
+        logit_scale=read.logit_scale,
+        preprocess_spec=spec,
+        input_size=crop_size(processor),
+        tower=TowerShape.from_config(vision_config.to_dict()),
+        weights_path=read.weights_path,
+        revision=checkpoint_revision(name_or_path),
+    )
+
+
+class _Read(NamedTuple):
+    """What transformers read from a checkpoint."""
+
+    processor: Any  # CLIPProcessor
+    vision_config: Any  # CLIPVisionConfig, with the top-level projection_dim
+    text_embeddings: torch.Tensor
+    weights_path: str
+    logit_scale: float
 
 
 def download_model(name: str, out_dir: Path) -> None:
@@ -90,7 +107,7 @@ def _progress_bars_disabled() -> Iterator[None]:
             transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def _load_model_and_processor(name_or_path: str, labels: tuple[str, ...]) -> LoadedParts:
+def _load_model_and_processor(name_or_path: str, labels: tuple[str, ...]) -> _Read:
     """A folder loads offline; a hub name loads from the HF cache, then from the hub."""
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
@@ -100,7 +117,7 @@ def _load_model_and_processor(name_or_path: str, labels: tuple[str, ...]) -> Loa
     return _from_hub(name_or_path, labels)
 
 
-def _from_folder(name: str, folder: Path, labels: tuple[str, ...]) -> LoadedParts:
+def _from_folder(name: str, folder: Path, labels: tuple[str, ...]) -> _Read:
     try:
         return _from_pretrained(str(folder), labels, local_files_only=True)
     except Exception as err:  # from_pretrained raises OSError, ValueError, safetensors errors...
@@ -108,7 +125,7 @@ def _from_folder(name: str, folder: Path, labels: tuple[str, ...]) -> LoadedPart
         raise ModelLoadError(fetch_hint(name, where, err)) from err
 
 
-def _from_hub(name: str, labels: tuple[str, ...]) -> LoadedParts:
+def _from_hub(name: str, labels: tuple[str, ...]) -> _Read:
     """Try the cache first: an offline station would otherwise wait ~25 s of network retries."""
     cache = huggingface_hub.constants.HF_HUB_CACHE
     try:
@@ -133,14 +150,11 @@ def _from_hub(name: str, labels: tuple[str, ...]) -> LoadedParts:
         raise ModelLoadError(fetch_hint(name, where, err)) from err
 
 
-def _from_pretrained(
-    source: str, labels: tuple[str, ...], *, local_files_only: bool
-) -> LoadedParts:
-    """Load the text tower, embed the labels, free it, then load the vision tower.
+def _from_pretrained(source: str, labels: tuple[str, ...], *, local_files_only: bool) -> _Read:
+    """Load the text tower, embed the labels, free it; find the file with the vision weights.
 
-    One tower at a time from the same CLIP checkpoint: loading the whole CLIPModel keeps the
-    text weights' pages resident (the safetensors file is memory-mapped), about 150 MB more
-    at peak for nothing.
+    The image tower is not loaded here: the daemon builds it from this file itself, without
+    transformers (vision_tower.py).
     """
     # backend="pil": torchvision is not installed, and asking avoids a fallback warning.
     processor = CLIPProcessor.from_pretrained(
@@ -155,10 +169,8 @@ def _from_pretrained(
     text_embeddings = _embed_labels(text, processor, labels)
     del text
     gc.collect()
-    vision = _tower(CLIPVisionModelWithProjection, source, vision_config, local_files_only)
-    logit_scale = _logit_scale(source, local_files_only=local_files_only)
-    # from_pretrained leaves both towers in eval mode.
-    return LoadedParts(text_embeddings, logit_scale, vision, processor)
+    weights_path, logit_scale = _weights_and_logit_scale(source, local_files_only=local_files_only)
+    return _Read(processor, vision_config, text_embeddings, weights_path, logit_scale)
 
 
 def _tower(model_class: Any, source: str, config: Any, local_files_only: bool) -> Any:
@@ -172,12 +184,11 @@ def _tower(model_class: Any, source: str, config: Any, local_files_only: bool) -
     return model
 
 
-def _logit_scale(source: str, *, local_files_only: bool) -> float:
-    """CLIP's learned temperature, read straight from the checkpoint: it is in neither tower."""
-    for weights_name, read in (
-        ("model.safetensors", _tensor_from_safetensors),
-        ("pytorch_model.bin", _tensor_from_torch_file),
-    ):
+def _weights_and_logit_scale(source: str, *, local_files_only: bool) -> tuple[str, float]:
+    """The checkpoint file, and CLIP's learned temperature read straight from it: it is in
+    neither tower."""
+    readers = (_tensor_from_safetensors, _tensor_from_torch_file)
+    for weights_name, read in zip(WEIGHT_FILES, readers, strict=True):
         path = cached_file(
             source,
             weights_name,
@@ -185,7 +196,7 @@ def _logit_scale(source: str, *, local_files_only: bool) -> float:
             _raise_exceptions_for_missing_entries=False,
         )
         if path is not None:
-            return float(read(path, "logit_scale").float().exp())
+            return path, float(read(path, "logit_scale").float().exp())
     raise OSError(f"no model.safetensors or pytorch_model.bin with logit_scale in {source}")
 
 
@@ -204,8 +215,7 @@ def crop_size(processor: Any) -> int:
     return int(processor.image_processor.crop_size["height"])
 
 
-def _check_input_size(name: str, model: Any, processor: Any) -> None:
-    expected = int(model.config.image_size)
+def _check_input_size(name: str, expected: int, processor: Any) -> None:
     if crop_size(processor) != expected:
         raise ModelLoadError(
             f"Cannot load CLIP model {name!r}: its image processor crops to "
@@ -222,10 +232,6 @@ def _embed_labels(text_model: Any, processor: Any, labels: tuple[str, ...]) -> t
         # text_embeds is what CLIPModel.get_text_features returns as pooler_output.
         features: torch.Tensor = text_model(**tokens).text_embeds
     return normalised(features.float())
-
-
-def normalised(vectors: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(vectors, p=2.0, dim=-1)
 
 
 def checkpoint_revision(name_or_path: str) -> str:

@@ -7,10 +7,10 @@ import warnings
 from typing import Any, Literal
 
 import torch
-from transformers.activations import QuickGELUActivation
 
 from daemon.classify.cpu_caps import this_cpu_has_native_bf16
-from daemon.classify.loading import ModelLoadError
+from daemon.classify.errors import ModelLoadError
+from daemon.classify.vision_tower import QuickGELU
 
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
@@ -97,7 +97,7 @@ class InPlaceQuickGELU(torch.nn.Module):
 
 def _use_in_place_quick_gelu(model: Any) -> None:
     for module in model.modules():
-        if isinstance(getattr(module, "activation_fn", None), QuickGELUActivation):
+        if isinstance(getattr(module, "activation_fn", None), QuickGELU):
             module.activation_fn = InPlaceQuickGELU().train(module.training)
 
 

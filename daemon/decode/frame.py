@@ -8,9 +8,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from daemon.config_strips import Strips as StripSettings
 from daemon.decode.imaging import DecodedImage
 from daemon.decode.light import is_infrared
+from daemon.decode.strip_rules import StripSettings
 from daemon.decode.strips import NO_STRIPS, Strips, find_strips
 
 

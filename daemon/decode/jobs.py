@@ -14,11 +14,11 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.beneath import UnsafePathError, folder_beneath
-from daemon.config_strips import Strips
 from daemon.decode.exif import normalised_camera
 from daemon.decode.frame import prepare_frame
 from daemon.decode.imaging import ImageError, decode_image
 from daemon.decode.preprocess import PreprocessSpec
+from daemon.decode.strip_rules import StripRules, StripSettings
 from daemon.decode.views import View, to_view_levels
 from daemon.hashing import sha256_bytes
 
@@ -44,8 +44,12 @@ class DecodeJob:
     # Empty: read by path (tools and tests outside the daemon).
     inboxes: tuple[str, ...] = ()
     view: View = "center"  # model.view: which views of the frame the model sees
-    # The `strips:` section: info strips found, or cut as configured per camera.
-    strips: Strips = field(default_factory=Strips)
+    # The `strips:` section: info strips found, or cut as configured per camera. Kept as
+    # StripRules, which a decoder unpickles without pydantic.
+    strips: StripSettings = field(default_factory=StripRules)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strips", StripRules.of(self.strips))
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays has no single truth value

@@ -1,0 +1,140 @@
+"""The loader child: what it sends back, how its failures reach the daemon, and the prefetch."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.classify import loader_process
+from daemon.classify.checkpoint import all_prompts
+from daemon.classify.errors import ModelLoadError
+from daemon.classify.loader_process import load_checkpoint, prefetch_for_config
+from daemon.config import DEFAULT_LABELS, Config
+from daemon.decode.preprocess import spec_from_processor
+from tests.daemon_support import make_station
+
+PROMPTS = ("a photo of a tiger", "a photo of a cat")
+
+
+def test_the_child_sends_what_the_tower_and_prompts_need(tiny_model_dir: Path) -> None:
+    from transformers import CLIPConfig, CLIPProcessor
+
+    parts = load_checkpoint(str(tiny_model_dir), PROMPTS)
+
+    config = CLIPConfig.from_pretrained(str(tiny_model_dir))
+    processor = CLIPProcessor.from_pretrained(str(tiny_model_dir), backend="pil")
+    assert parts.text_embeddings.shape == (len(PROMPTS), config.projection_dim)
+    assert parts.text_embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(parts.text_embeddings, axis=1), 1.0, atol=1e-6)
+    assert parts.preprocess_spec == spec_from_processor(processor.image_processor)
+    assert parts.input_size == config.vision_config.image_size
+    assert parts.tower.hidden_size == config.vision_config.hidden_size
+    assert parts.tower.projection_dim == config.projection_dim
+    assert Path(parts.weights_path) == tiny_model_dir / "model.safetensors"
+
+
+def test_a_child_that_dies_is_a_clear_load_error(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
+) -> None:
+    monkeypatch.setattr(
+        loader_process,
+        "_BOOTSTRAP",
+        "import sys\nsys.stderr.write('out of memory\\n')\nsys.exit(7)",
+    )
+
+    with pytest.raises(ModelLoadError) as error:
+        load_checkpoint(str(tiny_model_dir), PROMPTS)
+
+    message = str(error.value)
+    assert f"Cannot load CLIP model {str(tiny_model_dir)!r}" in message
+    assert "exit code 7" in message
+    assert "out of memory" in message  # the end of what it wrote
+
+
+def test_the_childs_load_error_is_raised_with_its_message(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+
+    with pytest.raises(ModelLoadError) as error:
+        load_checkpoint(str(missing), PROMPTS)
+
+    assert str(error.value).startswith(f"Cannot load CLIP model {str(missing)!r}: folder ")
+    assert "does not exist" in str(error.value)
+
+
+def test_the_childs_output_does_not_reach_the_daemons_stderr(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], tiny_model_dir: Path
+) -> None:
+    # Makes the child's interpreter write a line to stderr for every module it imports.
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+
+    load_checkpoint(str(tiny_model_dir), PROMPTS)
+
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    assert captured.err == ""
+
+
+def station_config(tmp_path: Path, model_dir: Path) -> Config:
+    return make_station(tmp_path / "station", model_dir).config()
+
+
+def test_prefetch_serves_the_next_load_of_that_model_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
+) -> None:
+    config = station_config(tmp_path, tiny_model_dir)
+    prefetch_for_config(config)
+    # A second child would now fail: only the prefetched outcome can answer.
+    monkeypatch.setattr(loader_process, "_BOOTSTRAP", "import sys\nsys.exit(9)")
+
+    parts = load_checkpoint(str(tiny_model_dir), all_prompts(config.labels))
+
+    assert len(parts.text_embeddings) == len(all_prompts(DEFAULT_LABELS))
+    with pytest.raises(ModelLoadError, match="exit code 9"):
+        load_checkpoint(str(tiny_model_dir), all_prompts(config.labels))
+
+
+def test_prefetch_keeps_a_load_error_for_the_load(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = station_config(tmp_path, tiny_model_dir)
+    missing = str(tmp_path / "gone")
+    config = config.model_copy(
+        update={"model": config.model.model_copy(update={"name_or_path": missing})}
+    )
+
+    prefetch_for_config(config)  # no error yet: the daemon's start-up reports it
+
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_checkpoint(missing, all_prompts(config.labels))
+
+
+def test_the_childs_log_records_are_logged_by_the_daemon(caplog: pytest.LogCaptureFixture) -> None:
+    from multiprocessing import Pipe
+
+    from daemon.classify.loader_child import ERROR, _LogForward
+
+    parent_end, child_end = Pipe()
+    source = logging.getLogger("daemon.classify.loading.test")
+    forward = _LogForward(child_end)
+    source.addHandler(forward)
+    source.setLevel(logging.INFO)  # as serve() sets the child's `daemon` logger
+    try:
+        source.info("CLIP x is not in the Hugging Face cache; downloading it")
+    finally:
+        source.removeHandler(forward)
+        source.setLevel(logging.NOTSET)
+    child_end.send((ERROR, "Cannot load CLIP model 'x': ..."))
+    caplog.clear()  # only what the parent logs counts
+
+    with caplog.at_level(logging.INFO, logger="daemon"):
+        reply = loader_process._reply(parent_end)
+
+    assert reply == (ERROR, "Cannot load CLIP model 'x': ...")
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            "daemon.classify.loading.test",
+            logging.INFO,
+            "CLIP x is not in the Hugging Face cache; downloading it",
+        )
+    ]
