@@ -227,9 +227,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_DATABASE
     if _model_unobtainable(config, lock):
         return EXIT_MODEL
-    from daemon.classify.loader_process import prefetch_for_config
-
-    prefetch_for_config(config)  # before torch loads: the two peaks do not add up
+    if _stopped_during_prefetch(config, stop, lock):
+        return EXIT_OK
 
     from daemon.classify.errors import ModelLoadError
     from daemon.delivery.permissions import OwnershipError
@@ -246,6 +245,21 @@ def _run(args: argparse.Namespace) -> int:
     except DatabaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATABASE
+
+
+def _stopped_during_prefetch(
+    config: Config, stop: threading.Event, lock: InstanceLock | None
+) -> bool:
+    """Read the checkpoint before torch loads (the two memory peaks then do not add up); True
+    when SIGTERM/SIGINT came meanwhile: the loader child is gone and nothing was taken yet."""
+    from daemon.classify.loader_process import prefetch_for_config
+
+    prefetch_for_config(config, stop)
+    if not stop.is_set():
+        return False
+    if lock is not None:
+        lock.release()
+    return True
 
 
 def _model_unobtainable(config: Config, lock: InstanceLock | None) -> bool:

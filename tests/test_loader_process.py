@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,14 @@ from daemon.classify.errors import ModelLoadError
 from daemon.classify.loader_process import load_checkpoint, prefetch_for_config
 from daemon.config import DEFAULT_LABELS, Config
 from daemon.decode.preprocess import spec_from_processor
-from tests.daemon_support import make_station
+from tests.daemon_support import (
+    PROCESS_START_TIMEOUT,
+    make_station,
+    returns_within,
+    start_daemon_process,
+    stop_daemon_process,
+    wait_for,
+)
 
 PROMPTS = ("a photo of a tiger", "a photo of a cat")
 
@@ -138,3 +148,51 @@ def test_the_childs_log_records_are_logged_by_the_daemon(caplog: pytest.LogCaptu
             "CLIP x is not in the Hugging Face cache; downloading it",
         )
     ]
+
+
+def test_a_stop_during_the_prefetch_ends_the_wait_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
+) -> None:
+    config = station_config(tmp_path, tiny_model_dir)
+    monkeypatch.setattr(loader_process, "_BOOTSTRAP", "import time\ntime.sleep(600)")
+    stop = threading.Event()
+    stop.set()
+
+    assert returns_within(lambda: prefetch_for_config(config, stop), 60)
+
+    monkeypatch.setattr(loader_process, "_BOOTSTRAP", "import sys\nsys.exit(9)")
+    with pytest.raises(ModelLoadError, match="exit code 9"):  # a fresh child: none kept
+        load_checkpoint(str(tiny_model_dir), all_prompts(config.labels))
+
+
+def test_the_child_ignores_a_module_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
+) -> None:
+    (tmp_path / "multiprocessing.py").write_text("raise SystemExit('imported from the cwd')\n")
+    monkeypatch.chdir(tmp_path)
+
+    parts = load_checkpoint(str(tiny_model_dir), ("a tiger",))
+
+    assert len(parts.text_embeddings) == 1
+
+
+def test_sigterm_stops_a_daemon_whose_loader_child_hangs(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    station = make_station(tmp_path / "station", tiny_model_dir)
+    process = start_daemon_process(station, tmp_path / "daemon.log")
+    try:
+        assert wait_for(lambda: bool(_children(process.pid)), PROCESS_START_TIMEOUT)
+        child = _children(process.pid)[0]
+        os.kill(child, signal.SIGSTOP)  # a child stuck on a dead mount or a stalled download
+
+        assert stop_daemon_process(process) == 0
+        assert wait_for(lambda: not Path(f"/proc/{child}").exists(), 30), "child left behind"
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _children(pid: int) -> list[int]:
+    listing = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in listing.read_text().split()] if listing.exists() else []

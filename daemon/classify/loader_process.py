@@ -13,6 +13,7 @@ import logging
 import subprocess
 import sys
 import tempfile
+import threading
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from typing import IO, Any
@@ -24,10 +25,12 @@ from daemon.config import Config
 
 STDERR_TAIL_CHARS = 600  # of a child that died, quoted in the error
 _EXIT_GRACE = 2.0  # a child that replied or died gets this long to exit before it is killed
+_STOP_POLL_SECONDS = 0.2  # how often a wait for the child looks whether a stop was asked for
 
 # A fresh interpreter rather than a multiprocessing one, for the reason decode/pool.py gives:
 # spawn and forkserver re-run the parent's main script in the child. The parent sends its
-# sys.path first so the child imports the same code.
+# sys.path first so the child imports the same code; -P keeps the current directory off the
+# path the bootstrap's own imports use (a multiprocessing.py there would be imported instead).
 _BOOTSTRAP = (
     "import sys\n"
     "from multiprocessing.connection import Connection\n"
@@ -43,18 +46,22 @@ logger = logging.getLogger(__name__)
 _prefetched: dict[tuple[str, tuple[str, ...]], CheckpointParts | ModelLoadError] = {}
 
 
-def prefetch_for_config(config: Config) -> None:
+def prefetch_for_config(config: Config, stop: threading.Event | None = None) -> None:
     """Read the configured checkpoint now, keeping the outcome (parts or error) for the next
     load_checkpoint of the same model and prompts.
 
     `tigerwatch run` calls it before it imports torch: the child's peak (torch, transformers
     and the text tower's weights, about 630 MB for ViT-B/32) then comes on top of a process of
-    tens of MB rather than on top of a daemon with torch loaded (another 270 MB)."""
+    tens of MB rather than on top of a daemon with torch loaded (another 270 MB).
+
+    `stop` set while the child works (SIGTERM during start-up) ends the wait: the child is
+    killed and nothing is kept."""
     key = (config.model.name_or_path, all_prompts(config.labels))
     try:
-        _prefetched[key] = _load_in_child(*key)
+        _prefetched[key] = _load_in_child(*key, stop=stop)
     except ModelLoadError as err:
-        _prefetched[key] = err
+        if stop is None or not stop.is_set():
+            _prefetched[key] = err
 
 
 def load_checkpoint(name_or_path: str, prompts: tuple[str, ...]) -> CheckpointParts:
@@ -66,7 +73,9 @@ def load_checkpoint(name_or_path: str, prompts: tuple[str, ...]) -> CheckpointPa
     return _load_in_child(name_or_path, prompts) if prefetched is None else prefetched
 
 
-def _load_in_child(name_or_path: str, prompts: tuple[str, ...]) -> CheckpointParts:
+def _load_in_child(
+    name_or_path: str, prompts: tuple[str, ...], stop: threading.Event | None = None
+) -> CheckpointParts:
     """The checkpoint's parts as a child read them; a child that dies is a ModelLoadError that
     says so.
 
@@ -78,7 +87,7 @@ def _load_in_child(name_or_path: str, prompts: tuple[str, ...]) -> CheckpointPar
         try:
             connection.send(list(sys.path))
             connection.send((name_or_path, prompts))
-            reply = _reply(connection)
+            reply = _reply(connection, stop)
         finally:
             connection.close()
             ending = _ended(process)
@@ -94,7 +103,10 @@ def _start(name_or_path: str, output: IO[bytes]) -> tuple[subprocess.Popen[bytes
     parent_end, child_end = Pipe()
     try:
         process = subprocess.Popen(
-            [sys.executable, *_interpreter_flags(), "-c", _BOOTSTRAP.format(fd=child_end.fileno())],
+            [
+                *(sys.executable, *_interpreter_flags(), "-P"),
+                *("-c", _BOOTSTRAP.format(fd=child_end.fileno())),
+            ],
             pass_fds=(child_end.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -110,10 +122,13 @@ def _start(name_or_path: str, output: IO[bytes]) -> tuple[subprocess.Popen[bytes
     return process, parent_end
 
 
-def _reply(connection: Connection) -> tuple[str, Any] | None:
-    """The child's final message, its log records logged here on the way; None when it died."""
+def _reply(connection: Connection, stop: threading.Event | None = None) -> tuple[str, Any] | None:
+    """The child's final message, its log records logged here on the way; None when it died
+    or `stop` was set first."""
     try:
         while True:
+            if not _readable(connection, stop):
+                return None
             kind, body = connection.recv()
             if kind != LOG:
                 return kind, body
@@ -121,6 +136,16 @@ def _reply(connection: Connection) -> tuple[str, Any] | None:
             logging.getLogger(name).log(level, "%s", message)
     except (EOFError, OSError):
         return None
+
+
+def _readable(connection: Connection, stop: threading.Event | None) -> bool:
+    """Wait for the child's next message; False when `stop` is set before it comes."""
+    if stop is None:
+        return True
+    while not connection.poll(_STOP_POLL_SECONDS):
+        if stop.is_set():
+            return False
+    return True
 
 
 def _outcome(name_or_path: str, kind: str, body: Any) -> CheckpointParts:
