@@ -165,6 +165,21 @@ def test_a_vision_config_that_does_not_fit_the_weights_is_a_load_error(
         load_tower(str(tiny_model_dir), wider)
 
 
+def test_a_vision_config_with_fewer_layers_than_the_weights_is_a_load_error(
+    tiny_model_dir: Path, parts: CheckpointParts
+) -> None:
+    # Every weight the shorter tower asks for is there: only the surplus can tell.
+    shorter = CheckpointParts(
+        **{
+            **vars(parts),
+            "tower": type(parts.tower)(**{**vars(parts.tower), "num_hidden_layers": 1}),
+        }
+    )
+
+    with pytest.raises(ModelLoadError, match="2 encoder layers but its vision config"):
+        load_tower(str(tiny_model_dir), shorter)
+
+
 def test_a_pytorch_model_bin_checkpoint_gives_the_same_embeddings(
     tmp_path: Path, tiny_model_dir: Path, parts: CheckpointParts
 ) -> None:

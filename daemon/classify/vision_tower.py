@@ -9,6 +9,8 @@ torch._dynamo, ...) that nothing uses once the model is loaded.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -16,6 +18,7 @@ from daemon.classify.checkpoint import TowerShape
 
 # The activations CLIP checkpoints name (config.hidden_act), as transformers' ACT2FN computes them.
 SUPPORTED_ACTIVATIONS = ("quick_gelu", "gelu")
+_LAYER_WEIGHT = re.compile(r"vision_model\.encoder\.layers\.(\d+)\.")
 
 
 class QuickGELU(nn.Module):
@@ -176,7 +179,10 @@ class ClipVisionTower(nn.Module):
 def build_tower(shape: TowerShape, weights: dict[str, torch.Tensor]) -> ClipVisionTower:
     """The tower with `weights` (every parameter's name, as in the checkpoint) as its parameters,
     not copies: memory-mapped weights stay file pages. Built on the meta device, so no random
-    initial weights are ever allocated. Raises KeyError listing the names `weights` lacks."""
+    initial weights are ever allocated. Raises KeyError listing the names `weights` lacks, and
+    ValueError when `weights` has encoder layers the config does not: a tower built without
+    them would run, silently, as another model."""
+    _check_no_surplus_layers(shape, weights)
     with torch.device("meta"):
         tower = ClipVisionTower(shape)
     wanted = dict(tower.state_dict())
@@ -186,3 +192,12 @@ def build_tower(shape: TowerShape, weights: dict[str, torch.Tensor]) -> ClipVisi
     tower.load_state_dict({name: weights[name] for name in wanted}, strict=True, assign=True)
     tower.requires_grad_(False)
     return tower.eval()
+
+
+def _check_no_surplus_layers(shape: TowerShape, weights: dict[str, torch.Tensor]) -> None:
+    layers = {int(m.group(1)) for name in weights if (m := _LAYER_WEIGHT.match(name))}
+    if layers and max(layers) >= shape.num_hidden_layers:
+        raise ValueError(
+            f"the checkpoint has {max(layers) + 1} encoder layers but its vision config "
+            f"num_hidden_layers is {shape.num_hidden_layers}"
+        )
