@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import sys
 import threading
@@ -208,12 +209,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Catch SIGTERM/SIGINT before the imports below, which take seconds (torch): a stop asked
-    # for during start-up then ends the start-up cleanly instead of killing the process.
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: stop.set())
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no reload; run_daemon logs that it is ignored
+    stop = _catch_signals()
 
     from daemon.storage.database import DatabaseError
     from daemon.storage.instance import lock_database
@@ -245,6 +241,19 @@ def _run(args: argparse.Namespace) -> int:
     except DatabaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATABASE
+
+
+def _catch_signals() -> threading.Event:
+    """The event SIGTERM/SIGINT set, caught before the slow imports (torch, seconds): a stop
+    asked for during start-up then ends the start-up cleanly instead of killing the process."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no reload; run_daemon logs that it is ignored
+    # The tower's weights are the model file's mapped pages: that file truncated under the daemon
+    # is a SIGBUS, which otherwise ends it without a word in its log.
+    faulthandler.enable()
+    return stop
 
 
 def _stopped_during_prefetch(
