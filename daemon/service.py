@@ -298,24 +298,16 @@ def _supervise(
 ) -> int:
     """Send WATCHDOG=1 only after checking that every part is alive and the queue moves.
 
-    Returns the exit code: 0 when asked to stop, EXIT_DATABASE_LOST when the database file
-    was deleted or replaced under the daemon (its writes would go to a file nobody can see).
+    Returns the exit code: 0 when asked to stop, or _files_changed's.
     """
     interval = config.watch.health_check_seconds
     progress = ProgressWatch(
         parts.worker.store, config.watch.stall_seconds, tries=parts.routing.tries
     )
     while not threads.stop.wait(timeout=interval):
-        if lock is not None and (change := lock.database_changed()) is not None:
-            logger.critical(
-                "database file %s %s while the daemon ran; stopping new work and exiting "
-                "with code %d",
-                lock.database,
-                change,
-                EXIT_DATABASE_LOST,
-            )
+        if (code := _files_changed(lock, parts.classifier)) is not None:
             threads.stop.set()
-            return EXIT_DATABASE_LOST
+            return code
         notifier.resend_ready()  # a READY=1 lost at start-up (full socket) is sent again
         for problem in parts.watcher.check_health():
             logger.warning("watcher: %s", problem)
@@ -330,6 +322,44 @@ def _supervise(
 
 # The CLI's exit code for a database problem (cli.EXIT_DATABASE), which sits above this module.
 EXIT_DATABASE_LOST = 4
+# And for a model problem (cli.EXIT_MODEL): the weights file changed under the daemon.
+EXIT_MODEL_CHANGED = 3
+
+
+def _files_changed(lock: InstanceLock | None, classifier: ClipClassifier) -> int | None:
+    """The exit code when a file the daemon holds open changed under it, after saying so.
+
+    EXIT_DATABASE_LOST: the database file was deleted or replaced (writes would go to a file
+    nobody can see). EXIT_MODEL_CHANGED: the mapped weights file changed; the restart loads
+    it as it is now, and records its revision.
+    """
+    if lock is not None and (change := lock.database_changed()) is not None:
+        logger.critical(
+            "database file %s %s while the daemon ran; stopping new work and exiting with code %d",
+            lock.database,
+            change,
+            EXIT_DATABASE_LOST,
+        )
+        return EXIT_DATABASE_LOST
+    if (change := _weights_change(classifier)) is not None:
+        logger.critical(
+            "model weights %s; stopping new work and exiting with code %d so that the "
+            "daemon starts again on the file as it is now",
+            change,
+            EXIT_MODEL_CHANGED,
+        )
+        return EXIT_MODEL_CHANGED
+    return None
+
+
+def _weights_change(classifier: ClipClassifier) -> str | None:
+    """The mapped weights file changed since loading: results would come from other weights
+    than the recorded revision names (rewritten in place), or stay on the old ones (replaced)."""
+    weights = classifier.weights
+    if weights is None:
+        return None
+    change = weights.changed()
+    return None if change is None else f"file {weights.path} {change} while the daemon ran"
 
 
 def _intake_loop(intake: Intake, stop: threading.Event, rescan_every: float) -> None:

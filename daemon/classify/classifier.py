@@ -13,7 +13,7 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from daemon.classify.checkpoint import all_prompts
+from daemon.classify.checkpoint import CheckpointParts, all_prompts
 from daemon.classify.cpu_caps import slow_bf16_warning, this_cpu_has_native_bf16
 from daemon.classify.loader_process import load_checkpoint
 from daemon.classify.precision import (
@@ -25,6 +25,7 @@ from daemon.classify.precision import (
     use_threads,
 )
 from daemon.classify.tower_weights import load_tower
+from daemon.classify.weights_file import WeightsFile
 from daemon.config import Config, Label
 from daemon.decode.preprocess import PreprocessSpec, normalise_levels
 from daemon.decode.views import View, to_views
@@ -90,6 +91,7 @@ class ClipClassifier:
         self.targets = targets
         self.precision = precision
         self.input_size = input_size
+        self.weights: WeightsFile | None = None  # the file the tower maps, when loaded from one
 
     @classmethod
     def load(
@@ -110,14 +112,11 @@ class ClipClassifier:
         chosen = _chosen_precision(precision, torch_device)
         parts = load_checkpoint(name_or_path, all_prompts(prompt_sets))
         day, night = _label_embeddings(prompt_sets, torch.from_numpy(parts.text_embeddings))
+        weights = WeightsFile.of(parts.weights_path)  # as it is when its pages are mapped
         model = prepare_image_tower(load_tower(name_or_path, parts), chosen, torch_device)
         how = f"{chosen}{' chosen by precision auto' if precision == 'auto' else ''}"
-        logger.info(
-            "loaded CLIP %s (revision %s, %s on %s, %d labels, %d prompts, view %s)",
-            *(name_or_path, parts.revision, how, torch_device),
-            *(len(label_tuple), len(parts.text_embeddings), view),
-        )
-        return cls(
+        _say_loaded(name_or_path, parts, f"{how} on {torch_device}", len(label_tuple), view)
+        classifier = cls(
             model=model,
             preprocess_spec=parts.preprocess_spec,
             input_size=parts.input_size,
@@ -132,6 +131,8 @@ class ClipClassifier:
             device=torch_device,
             view=view,
         )
+        classifier.weights = weights
+        return classifier
 
     @property
     def on_gpu(self) -> bool:
@@ -270,6 +271,13 @@ class ClipClassifier:
 
 def normalised(vectors: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(vectors, p=2.0, dim=-1)
+
+
+def _say_loaded(name: str, parts: CheckpointParts, how: str, labels: int, view: str) -> None:
+    logger.info(
+        "loaded CLIP %s (revision %s, %s, %d labels, %d prompts, view %s)",
+        *(name, parts.revision, how, labels, len(parts.text_embeddings), view),
+    )
 
 
 def _chosen_precision(setting: PrecisionSetting, device: torch.device) -> Precision:
