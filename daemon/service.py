@@ -168,7 +168,7 @@ def _build(
     if lock is not None:
         lock.note_database_opened()
     store = Store(create_db_engine(config.database.url), events=_event_settings(config))
-    classifier = _load_classifier(config)
+    classifier = load_for_config(config)
     router = _build_router(config, store, ownership)
     _settle(router)
     intake, watcher = _build_intake(config, store, threads)
@@ -235,10 +235,6 @@ def _load_head(config: Config, model_name: str) -> LinearHead | None:
         return configured_head(StaffStore(engine), config.model.head, model_name)
     finally:
         engine.dispose()
-
-
-def _load_classifier(config: Config) -> ClipClassifier:
-    return load_for_config(config)  # sized to model.threads: embedding the prompts uses them all
 
 
 def _model_lanes(config: Config, classifier: ClipClassifier) -> ModelLanes:

@@ -210,8 +210,7 @@ class Worker:
         """Hand the decoded images to a free lane; record the failed ones now."""
         good = [decoded for decoded in batch if decoded.outcome.pixels is not None]
         if good:
-            result = self._lanes.submit(self._classify, good)
-            self._running.append(RunningBatch(good, result))
+            self._run(good)
         for decoded in batch:
             if decoded.outcome.gone is not None:
                 self._vanished(decoded)
@@ -220,6 +219,9 @@ class Worker:
         if len(good) < len(batch):
             self._routing.wake()  # a quarantined file is moved out of the inbox
             self.last_progress = time.monotonic()
+
+    def _run(self, good: list[Decoded]) -> None:
+        self._running.append(RunningBatch(good, self._lanes.submit(self._classify, good)))
 
     def _classify(self, good: list[Decoded]) -> tuple[list[Classification], float]:
         """Runs in a lane: the classifications, and the batch's wall milliseconds per image."""
@@ -266,9 +268,7 @@ class Worker:
                 err,
             )
             for decoded in images:
-                self._running.append(
-                    RunningBatch([decoded], self._lanes.submit(self._classify, [decoded]))
-                )
+                self._run([decoded])
             return
         self._model_failures_in_a_row += 1
         if self._model_failures_in_a_row >= MODEL_FAILURE_LIMIT:
