@@ -9,23 +9,25 @@ made it; a file replaced by a rename leaves the daemon on the old weights until 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+
+from daemon.file_signature import Signature, file_signature
 
 
 @dataclass(frozen=True)
 class WeightsFile:
     path: str
-    signature: tuple[int, int, int, int] | None  # device, inode, size, mtime (ns) at load
+    signature: Signature | None  # at load
 
     @classmethod
     def of(cls, path: str) -> WeightsFile:
-        return cls(path, _signature(path))
+        # Followed: a hub cache's snapshot names its weights through a link to the blob.
+        return cls(path, file_signature(path, follow_symlinks=True))
 
     def changed(self) -> str | None:
         """How the file differs from the one loaded (None: it does not, or was never read)."""
         if self.signature is None:
             return None
-        now = _signature(self.path)
+        now = file_signature(self.path, follow_symlinks=True)
         if now is None:
             return "was removed"
         if now[:2] != self.signature[:2]:
@@ -33,11 +35,3 @@ class WeightsFile:
         if now != self.signature:
             return "was rewritten in place"
         return None
-
-
-def _signature(path: str) -> tuple[int, int, int, int] | None:
-    try:
-        info = Path(path).stat()
-    except OSError:
-        return None
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)

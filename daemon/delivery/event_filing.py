@@ -11,6 +11,7 @@ from daemon.delivery.destinations import filing_folder
 from daemon.delivery.move_retries import MoveRetries, Verdict
 from daemon.delivery.permissions import Ownership
 from daemon.delivery.refile import RefileRequest, refile
+from daemon.file_signature import Signature, file_signature
 from daemon.outcomes import destination_for
 from daemon.storage.refiles import EventToFile, FiledFrame
 from daemon.storage.schema import ImageDecision
@@ -43,7 +44,7 @@ class EventFiler:
         # A frame whose own folder will not let it go waits alone (backoff, then hourly tries).
         self._retries = retries or MoveRetries(first_delay=30.0, max_attempts=5)
         # Frames refile left where staff put them, by what was at their recorded path then.
-        self._left_alone: dict[int, tuple[int, int, int, int] | None] = {}
+        self._left_alone: dict[int, Signature | None] = {}
 
     def file_events(self) -> int:
         """File every changed event; returns how many wait (a destination refused a move)."""
@@ -121,10 +122,6 @@ class EventFiler:
         )
 
 
-def _signature(path: Path) -> tuple[int, int, int, int] | None:
+def _signature(path: Path) -> Signature | None:
     """What is at `path` now (None: nothing): a frame put back there is looked at again."""
-    try:
-        info = path.lstat()
-    except OSError:
-        return None
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    return file_signature(path, follow_symlinks=False)

@@ -8,6 +8,7 @@ import pwd
 import stat
 from pathlib import Path
 
+from daemon.file_signature import signature_of
 from daemon.hashing import sha256_file
 from daemon.staff.folders import Sighting
 from daemon.staff.verdicts import find_image
@@ -41,7 +42,7 @@ class FolderVerdicts:
             return
         if not stat.S_ISREG(info.st_mode):
             return
-        signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        signature = signature_of(info)
         seen = self._looked_at.get(sighting.path)
         if seen is not None and seen[0] == signature and seen[1].verdict is sighting.verdict:
             return
