@@ -408,3 +408,18 @@ def test_a_job_function_that_cannot_be_sent_fails_at_start() -> None:
 def test_bad_arguments_are_refused(processes: int, timeout: float) -> None:
     with pytest.raises(ValueError):
         DecoderPool(processes, timeout=timeout)
+
+
+def test_decoders_ignore_a_module_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bootstrap imports multiprocessing: one in the cwd would kill every decoder at start.
+    (tmp_path / "multiprocessing.py").write_text("raise SystemExit('imported from the cwd')\n")
+    monkeypatch.chdir(tmp_path)
+    frame = tmp_path / "frame.png"
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(frame)
+
+    with DecoderPool(1, timeout=60) as pool:
+        outcome = pool.submit(job_for(frame)).result(timeout=120)
+
+    assert outcome.error is None and outcome.pixels is not None

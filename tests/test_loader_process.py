@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from daemon import child_interpreter
 from daemon.classify import loader_process
 from daemon.classify.checkpoint import all_prompts
 from daemon.classify.errors import ModelLoadError
@@ -50,7 +51,7 @@ def test_a_child_that_dies_is_a_clear_load_error(
     monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
 ) -> None:
     monkeypatch.setattr(
-        loader_process,
+        child_interpreter,
         "_BOOTSTRAP",
         "import sys\nsys.stderr.write('out of memory\\n')\nsys.exit(7)",
     )
@@ -97,7 +98,7 @@ def test_prefetch_serves_the_next_load_of_that_model_once(
     config = station_config(tmp_path, tiny_model_dir)
     prefetch_for_config(config)
     # A second child would now fail: only the prefetched outcome can answer.
-    monkeypatch.setattr(loader_process, "_BOOTSTRAP", "import sys\nsys.exit(9)")
+    monkeypatch.setattr(child_interpreter, "_BOOTSTRAP", "import sys\nsys.exit(9)")
 
     parts = load_checkpoint(str(tiny_model_dir), all_prompts(config.labels))
 
@@ -154,13 +155,13 @@ def test_a_stop_during_the_prefetch_ends_the_wait_and_keeps_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
 ) -> None:
     config = station_config(tmp_path, tiny_model_dir)
-    monkeypatch.setattr(loader_process, "_BOOTSTRAP", "import time\ntime.sleep(600)")
+    monkeypatch.setattr(child_interpreter, "_BOOTSTRAP", "import time\ntime.sleep(600)")
     stop = threading.Event()
     stop.set()
 
     assert returns_within(lambda: prefetch_for_config(config, stop), 60)
 
-    monkeypatch.setattr(loader_process, "_BOOTSTRAP", "import sys\nsys.exit(9)")
+    monkeypatch.setattr(child_interpreter, "_BOOTSTRAP", "import sys\nsys.exit(9)")
     with pytest.raises(ModelLoadError, match="exit code 9"):  # a fresh child: none kept
         load_checkpoint(str(tiny_model_dir), all_prompts(config.labels))
 

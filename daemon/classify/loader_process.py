@@ -18,6 +18,7 @@ from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
+from daemon.child_interpreter import child_command
 from daemon.classify.checkpoint import CheckpointParts, all_prompts
 from daemon.classify.errors import ModelLoadError
 from daemon.classify.loader_child import ERROR, FAILED, LOG, PARTS
@@ -27,18 +28,7 @@ STDERR_TAIL_CHARS = 600  # of a child that died, quoted in the error
 _EXIT_GRACE = 2.0  # a child that replied or died gets this long to exit before it is killed
 _STOP_POLL_SECONDS = 0.2  # how often a wait for the child looks whether a stop was asked for
 
-# A fresh interpreter rather than a multiprocessing one, for the reason decode/pool.py gives:
-# spawn and forkserver re-run the parent's main script in the child. The parent sends its
-# sys.path first so the child imports the same code; -P keeps the current directory off the
-# path the bootstrap's own imports use (a multiprocessing.py there would be imported instead).
-_BOOTSTRAP = (
-    "import sys\n"
-    "from multiprocessing.connection import Connection\n"
-    "connection = Connection({fd})\n"
-    "sys.path[:] = connection.recv()\n"
-    "from daemon.classify.loader_child import serve\n"
-    "serve(connection)\n"
-)
+# A fresh interpreter: see daemon/child_interpreter.py.
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +93,7 @@ def _start(name_or_path: str, output: IO[bytes]) -> tuple[subprocess.Popen[bytes
     parent_end, child_end = Pipe()
     try:
         process = subprocess.Popen(
-            [
-                *(sys.executable, *_interpreter_flags(), "-P"),
-                *("-c", _BOOTSTRAP.format(fd=child_end.fileno())),
-            ],
+            child_command("daemon.classify.loader_child", "serve", child_end.fileno()),
             pass_fds=(child_end.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -173,9 +160,3 @@ def _tail(output: IO[bytes]) -> str:
     output.seek(0)
     text = output.read().decode(errors="replace").strip()
     return f": {text[-STDERR_TAIL_CHARS:]}" if text else ""
-
-
-def _interpreter_flags() -> list[str]:
-    """The parent's -W, -X and -O options, as multiprocessing passes them to its children."""
-    flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-    return flags

@@ -16,6 +16,7 @@ from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from types import TracebackType
 
+from daemon.child_interpreter import child_command
 from daemon.decode.budget import PixelBudget, decoded_pixels
 from daemon.decode.child import READY, LogLine
 from daemon.decode.jobs import DecodeJob, DecodeOutcome, JobFunction, decode_job
@@ -26,19 +27,7 @@ _START_TIMEOUT = 60.0  # a fresh interpreter importing Pillow and NumPy; generou
 _STOP_CHECK = 0.1  # how often a feeder waiting on its child looks at the stop flag
 _EXIT_GRACE = 1.0  # an idle child asked to exit gets this long before it is killed
 
-# The child is a fresh interpreter, not a multiprocessing one: multiprocessing's spawn and
-# forkserver both re-run the parent's main script in every child (measured), which for the
-# `tigerwatch` entry point imports the CLI and its dependencies, and for any script that imports
-# torch would load torch into every decoder. The parent sends its sys.path first so the child
-# imports the same code.
-_BOOTSTRAP = (
-    "import sys\n"
-    "from multiprocessing.connection import Connection\n"
-    "connection = Connection({fd})\n"
-    "sys.path[:] = connection.recv()\n"
-    "from daemon.decode.child import serve_child\n"
-    "serve_child(connection)\n"
-)
+# The child is a fresh interpreter: see daemon/child_interpreter.py.
 
 
 class DecoderPoolError(RuntimeError):
@@ -195,7 +184,7 @@ def _launch_process(launch: _Launch) -> _Child:
     parent_end, child_end = Pipe()
     try:
         process = subprocess.Popen(
-            [sys.executable, *_interpreter_flags(), "-c", _BOOTSTRAP.format(fd=child_end.fileno())],
+            child_command("daemon.decode.child", "serve_child", child_end.fileno()),
             pass_fds=(child_end.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # stderr stays: tracebacks and faulthandler output
@@ -227,12 +216,6 @@ def _await_ready(child: _Child, timeout: float) -> _Child:
         reason = "it exited"
     ending = child.kill()
     raise DecoderPoolError(f"decoder process {child.pid} failed to start: {reason} ({ending})")
-
-
-def _interpreter_flags() -> list[str]:
-    """The parent's -W, -X and -O options, as multiprocessing passes them to its children."""
-    flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-    return flags
 
 
 def _exit_description(returncode: int) -> str:
