@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 CPU_FORWARD_VIEWS = 8  # the most views the image tower runs at once on a CPU
 
+# What the tower is given: float pixel values (N, 3, S, S), or uint8 levels (N, S, S, 3).
+ModelViews = torch.Tensor | npt.NDArray[np.uint8]
+
 
 @dataclass(frozen=True)
 class ViewScore:
@@ -155,11 +158,10 @@ class ClipClassifier:
         them (`decode.views.to_view_levels`): normalised here, then classified by view."""
         if not pixels:
             return self.classify_views([], infrared)
-        # One float batch made from the joined levels, not one array per frame joined
-        # afterwards: the batch's float32 (600 KB a view) is held once instead of twice.
-        stacked = normalise_levels(np.concatenate(pixels), self.preprocess_spec)
+        # The joined uint8 levels go to the tower, normalised a chunk at a time: a batch's
+        # float32 (600 KB a view, 19 MB for 16 frames' crops) is never held whole.
         counts = [len(levels) for levels in pixels]
-        return self._classify_stacked(torch.from_numpy(stacked), counts, infrared)
+        return self._classify_stacked(np.concatenate(pixels), counts, infrared)
 
     def classify(
         self, images: Sequence[Image.Image], infrared: Sequence[bool] | None = None
@@ -178,7 +180,7 @@ class ClipClassifier:
         return self._classify_stacked(stacked, [len(view) for view in views], infrared)
 
     def _classify_stacked(
-        self, stacked: torch.Tensor, counts: Sequence[int], infrared: Sequence[bool] | None
+        self, stacked: ModelViews, counts: Sequence[int], infrared: Sequence[bool] | None
     ) -> list[Classification]:
         """Classify the views of len(counts) images, counts[i] of them image i's, in order."""
         lights = [False] * len(counts) if infrared is None else [bool(i) for i in infrared]
@@ -188,7 +190,7 @@ class ClipClassifier:
             return []
         if min(counts) < 1:
             raise ValueError(f"every image needs a view, got view counts {list(counts)}")
-        embeddings = self._image_embeddings(self._checked(stacked))
+        embeddings = self._image_embeddings(stacked)
         with torch.inference_mode():
             day = (self._logit_scale * embeddings @ self._text_embeddings.T).softmax(dim=-1)
             night = (self._logit_scale * embeddings @ self._infrared_text_embeddings.T).softmax(
@@ -224,21 +226,31 @@ class ClipClassifier:
             raise ValueError(f"expected pixel values (V, {expected}), got {tuple(views.shape)}")
         return views
 
-    def _image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def _image_embeddings(self, views: ModelViews) -> torch.Tensor:
         """L2-normalised projected image embeddings, float32, on the model's device."""
         # On a CPU, 8 views at a time: a lane holds the activations of 8 views (about 14 MB
         # for ViT-B/32 in fp32), not of its whole batch, at no cost in speed (measured, one
         # thread, a batch of 16 views, median of 6: fp32 1.57 s of CPU by 8 against 1.67 at
         # once, int8 0.52 against 0.55). In the daemon (2 lanes, fp32, crops, 116 frames) the
         # process's anonymous memory peaked at 319 MB against 394. A GPU takes the batch at once.
-        chunk = len(pixel_values) if self.on_gpu else CPU_FORWARD_VIEWS
+        chunk = len(views) if self.on_gpu else CPU_FORWARD_VIEWS
         with torch.inference_mode(), self._autocast():
             # CLIPVisionModelWithProjection's image_embeds: what CLIPModel.get_image_features
             # returns as pooler_output.
             embeds = torch.cat(
-                [self._model(part.to(self._device)) for part in torch.split(pixel_values, chunk)]
+                [
+                    self._model(self._model_input(views[start : start + chunk]))
+                    for start in range(0, len(views), chunk)
+                ]
             )
         return normalised(embeds.float())
+
+    def _model_input(self, views: ModelViews) -> torch.Tensor:
+        """(N, 3, S, S) float pixel values on the model's device; uint8 levels (N, S, S, 3), as
+        the decoders send them, are normalised here."""
+        if isinstance(views, np.ndarray):
+            views = torch.from_numpy(normalise_levels(views, self.preprocess_spec))
+        return self._checked(views).to(self._device)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "bf16":
