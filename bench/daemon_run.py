@@ -48,13 +48,21 @@ SINGLE_FILE_TARGET_SECONDS = 3.0  # the issue's bound, after the quiet period
 @dataclass(frozen=True)
 class DaemonResult:
     ready_seconds: float
-    burst: Rate
+    burst: Rate  # first drop to last file done, the quiet period included
     single_file_seconds: float
     peak_rss_bytes: int
     vm_hwm_bytes: int | None  # the daemon process itself
     children_vm_hwm_bytes: int  # sum of its children's own peaks (an upper bound together)
     decisions: dict[str, int]
     burst_cpu: BurstCpu
+    quiet_seconds: float  # watch.quiet_seconds of the run
+
+    @property
+    def rate(self) -> Rate:
+        """b: the burst without its quiet period. Every file waits the quiet period the station
+        configures (5 s by default) before any work may start, as a lone file's latency is
+        counted after it; left in, it would make b depend on the burst's length."""
+        return Rate(self.burst.images, self.burst.seconds - self.quiet_seconds)
 
 
 @dataclass(frozen=True)
@@ -277,7 +285,15 @@ def measure_daemon(
             stop_daemon(process)
             peak = sampler.stop()
     return DaemonResult(
-        ready_seconds, burst, single_rate.seconds, peak, hwm, children_hwm, found, burst_cpu
+        ready_seconds,
+        burst,
+        single_rate.seconds,
+        peak,
+        hwm,
+        children_hwm,
+        found,
+        burst_cpu,
+        settings.quiet_seconds,
     )
 
 
@@ -306,6 +322,10 @@ def report_daemon(result: DaemonResult, settings: Settings) -> None:
     say(
         f"  burst:                 {result.burst.images} files in {result.burst.seconds:.1f} s "
         f"= {result.burst.per_second:.2f} images/s (first drop to last file done)"
+    )
+    say(
+        f"  b:                     {result.rate.seconds:.1f} s = "
+        f"{result.rate.per_second:.2f} images/s (the burst less its {quiet:g} s quiet period)"
     )
     cpu = result.burst_cpu
     say(

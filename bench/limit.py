@@ -24,11 +24,13 @@ class Limit:
 
 @dataclass(frozen=True)
 class DaemonRate:
-    """One daemon run's burst rate, with the precision it ran at (never auto) and its view."""
+    """One daemon run's b (its burst less the quiet period), with the precision it ran at
+    (never auto) and its view; and its burst's rate with the quiet period left in."""
 
     precision: str
     view: str
     images_per_second: float
+    with_quiet_per_second: float
 
 
 def decode_floor_ms(stages: DecodeStages, view: ViewCost) -> float:
@@ -59,10 +61,10 @@ def limits(
     return found
 
 
-def b_over_limit(limit: Limit, runs: Sequence[DaemonRate]) -> float | None:
+def run_for(limit: Limit, runs: Sequence[DaemonRate]) -> DaemonRate | None:
     for run in runs:
         if (run.precision, run.view) == (limit.precision, limit.view):
-            return run.images_per_second / limit.images_per_second
+            return run
     return None
 
 
@@ -75,13 +77,15 @@ def report_limits(found: Sequence[Limit], runs: Sequence[DaemonRate]) -> list[st
     lines = [
         f"limit = usable cores ({usable_cores()}) / (model CPU per file + decode floor per "
         "file); model CPU = CPU per input (c, every thread) x inputs per file; decode floor = "
-        "draft decode + making the view's inputs, one process:"
+        "draft decode + making the view's inputs, one process; b = files / (first drop to last "
+        "file done - the quiet period); (with the quiet period) = b/limit with it left in:"
     ]
     for limit in shown_limits:
-        ratio = b_over_limit(limit, runs)
+        run = run_for(limit, runs)
         shown = (
-            f"b/limit = {ratio:.2f}"
-            if ratio is not None
+            f"b/limit = {run.images_per_second / limit.images_per_second:.2f} (with the quiet "
+            f"period {run.with_quiet_per_second / limit.images_per_second:.2f})"
+            if run is not None
             else f"b/limit: not run (--precision {limit.precision} --view {limit.view})"
         )
         lines.append(

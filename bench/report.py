@@ -36,9 +36,10 @@ def cpu_budget(
 
 
 def summary_line(notebook: Rate, daemon: DaemonResult, classifier: Rate, settings: Settings) -> str:
-    b = daemon.burst.per_second
+    b = daemon.rate.per_second
     return (
         f"SUMMARY a_notebook={notebook.per_second:.2f}img/s b_daemon={b:.2f}img/s "
+        f"b_with_quiet={daemon.burst.per_second:.2f}img/s "
         f"c_classifier={classifier.per_second:.2f}img/s b/a={b / notebook.per_second:.2f} "
         f"b/c={b / classifier.per_second:.2f} peak_rss={daemon.peak_rss_bytes / MIB:.0f}MiB "
         f"ready={daemon.ready_seconds:.1f}s "

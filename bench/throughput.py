@@ -86,7 +86,14 @@ def run(settings: Settings, layout: DaemonLayout, record: Record) -> str:
     for index, (precision, view) in enumerate(settings.daemon_runs):
         run_settings = replace(settings, precision=precision, view=view)
         daemon = _daemon(layout, inputs, run_settings, record)
-        rates.append(DaemonRate(resolved_precision(precision), view, daemon.burst.per_second))
+        rates.append(
+            DaemonRate(
+                resolved_precision(precision),
+                view,
+                daemon.rate.per_second,
+                daemon.burst.per_second,
+            )
+        )
         _accounting(daemon, record, stages, views, view, resolved_precision(precision))
         if index == 0:
             first = daemon
