@@ -166,6 +166,40 @@ def test_a_stop_during_the_prefetch_ends_the_wait_and_keeps_nothing(
         load_checkpoint(str(tiny_model_dir), all_prompts(config.labels))
 
 
+def test_a_child_still_reading_is_said_in_the_log_until_it_ends(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = station_config(tmp_path, tiny_model_dir)
+    monkeypatch.setattr(child_interpreter, "_BOOTSTRAP", "import time\ntime.sleep(600)")
+    monkeypatch.setattr(loader_process, "STILL_READING_SECONDS", 0.2)
+    stop = threading.Event()
+
+    def stop_after_two_warnings() -> bool:
+        if len([r for r in caplog.records if "still reading" in r.getMessage()]) >= 2:
+            stop.set()
+        return stop.is_set()
+
+    with caplog.at_level(logging.INFO, logger="daemon"):
+        prefetching = threading.Thread(target=prefetch_for_config, args=(config, stop))
+        prefetching.start()
+        assert wait_for(stop_after_two_warnings, timeout=60)
+        prefetching.join(60)
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert not prefetching.is_alive()
+    assert any(
+        m.startswith(f"reading CLIP model {tiny_model_dir} in a child process (pid ")
+        for m in messages
+    )
+    still = [
+        m for m in messages if m.startswith(f"still reading CLIP model {tiny_model_dir} after")
+    ]
+    assert len(still) >= 2
+
+
 def test_the_child_ignores_a_module_in_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
 ) -> None:
