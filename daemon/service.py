@@ -32,9 +32,10 @@ from daemon.schedule import start_wall_clock_jobs
 from daemon.staff.folder_verdicts import FolderVerdicts
 from daemon.staff.folders import VerdictFolders, verdict_folders
 from daemon.staff.head_choice import configured_head
-from daemon.storage.database import create_db_engine, upgrade_database
+from daemon.storage.database import create_db_engine
 from daemon.storage.events import Clock, EventSettings
 from daemon.storage.instance import InstanceLock, lock_database
+from daemon.storage.migration_process import migrate_to_head
 from daemon.storage.staff import StaffStore
 from daemon.storage.store import Store
 from daemon.worker import Worker
@@ -164,7 +165,7 @@ def _build(
     config: Config, threads: _Threads, ownership: Ownership, lock: InstanceLock | None
 ) -> _Parts:
     """Migrate, load the model, settle interrupted moves, and wire the parts together."""
-    upgrade_database(config.database.url)
+    migrate_to_head(config.database.url)  # Alembic, when needed, only in a child
     if lock is not None:
         lock.note_database_opened()
     store = Store(create_db_engine(config.database.url), events=_event_settings(config))

@@ -138,6 +138,27 @@ def open_migrated_database(url: str) -> Engine:
     return engine
 
 
+def at_head(url: str) -> bool:
+    """True when the database exists and is at head, read with plain SQL (no Alembic).
+
+    False when it must be created or upgraded, and when it cannot be read at all: deciding
+    what is wrong, in the operator's words, is `upgrade_database`'s job.
+    """
+    file = sqlite_file(url)
+    if file is not None and not file.exists():
+        return False  # connecting would create it, and its folder
+    try:
+        engine = create_db_engine(url)
+    except (SQLAlchemyError, ImportError, OSError):  # a bad URL, a missing driver
+        return False
+    try:
+        return _stored_revision(engine) == declared_head()
+    except SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
+
+
 def declared_head() -> str:
     """`head_revision()` read from the revision files' own `revision` and `down_revision`
     assignments, without importing Alembic; Alembic answers when they are not that plain."""
