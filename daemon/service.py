@@ -57,8 +57,12 @@ class _Threads:
         thread.start()
         self.started.append(thread)
 
-    def all_alive(self) -> bool:
-        return all(thread.is_alive() for thread in self.started)
+    def one_died(self) -> bool:
+        """A thread ended though no stop was asked for. The stop is looked at after the
+        threads: one that ended on a stop ended after the stop was set, so a SIGTERM that
+        lands as the health check wakes is never taken for a death."""
+        ended = not all(thread.is_alive() for thread in self.started)
+        return ended and not self.stop.is_set()
 
     def stop_all(self) -> None:
         self.stop.set()
@@ -308,7 +312,7 @@ def _supervise(
         notifier.resend_ready()  # a READY=1 lost at start-up (full socket) is sent again
         for problem in parts.watcher.check_health():
             logger.warning("watcher: %s", problem)
-        if not threads.all_alive():
+        if threads.one_died():
             logger.critical("a daemon thread died; stopping so systemd restarts the service")
             raise SystemExit(1)
         if progress.check() is not None:
