@@ -16,6 +16,7 @@ from PIL import Image
 from daemon.classify.checkpoint import CheckpointParts, all_prompts
 from daemon.classify.cpu_caps import slow_bf16_warning, this_cpu_has_native_bf16
 from daemon.classify.loader_process import load_checkpoint
+from daemon.classify.mapped_pages import release_mapped_pages
 from daemon.classify.precision import (
     Precision,
     PrecisionSetting,
@@ -117,6 +118,11 @@ class ClipClassifier:
         day, night = _label_embeddings(prompt_sets, torch.from_numpy(parts.text_embeddings))
         weights = WeightsFile.of(parts.weights_path)  # as it is when its pages are mapped
         model = prepare_image_tower(load_tower(name_or_path, parts), chosen, torch_device)
+        if chosen == "int8":
+            # The int8 tower reads its own packed weights: the float pages it was made from
+            # (335 MiB for ViT-B/32) would stay in the daemon's RSS until memory ran short.
+            released = release_mapped_pages(parts.weights_path)
+            logger.debug("released %d MiB of mapped float weights", released >> 20)
         how = f"{chosen}{' chosen by precision auto' if precision == 'auto' else ''}"
         _say_loaded(name_or_path, parts, f"{how} on {torch_device}", len(label_tuple), view)
         classifier = cls(
