@@ -117,12 +117,7 @@ class ClipClassifier:
         parts = load_checkpoint(name_or_path, all_prompts(prompt_sets))
         day, night = _label_embeddings(prompt_sets, torch.from_numpy(parts.text_embeddings))
         weights = WeightsFile.of(parts.weights_path)  # as it is when its pages are mapped
-        model = prepare_image_tower(load_tower(name_or_path, parts), chosen, torch_device)
-        if chosen == "int8":
-            # The int8 tower reads its own packed weights: the float pages it was made from
-            # (335 MiB for ViT-B/32) would stay in the daemon's RSS until memory ran short.
-            released = release_mapped_pages(parts.weights_path)
-            logger.debug("released %d MiB of mapped float weights", released >> 20)
+        model = _image_tower(name_or_path, parts, chosen, torch_device)
         how = f"{chosen}{' chosen by precision auto' if precision == 'auto' else ''}"
         _say_loaded(name_or_path, parts, f"{how} on {torch_device}", len(label_tuple), view)
         classifier = cls(
@@ -289,6 +284,18 @@ class ClipClassifier:
 
 def normalised(vectors: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(vectors, p=2.0, dim=-1)
+
+
+def _image_tower(
+    name_or_path: str, parts: CheckpointParts, precision: Precision, device: torch.device
+) -> Any:
+    model = prepare_image_tower(load_tower(name_or_path, parts), precision, device)
+    if precision == "int8":
+        # The int8 tower reads its own packed weights: the float pages it was made from
+        # (335 MiB for ViT-B/32) would stay in the daemon's RSS until memory ran short.
+        released = release_mapped_pages(parts.weights_path)
+        logger.debug("released %d MiB of mapped float weights", released >> 20)
+    return model
 
 
 def _say_loaded(name: str, parts: CheckpointParts, how: str, labels: int, view: str) -> None:
