@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from sqlalchemy.exc import NoResultFound
+
 from daemon.storage.database import create_db_engine, upgrade_database
 from daemon.storage.store import Arrival, ArrivalOutcome, RowKind, Store
 
@@ -54,3 +57,22 @@ def test_a_reject_waits_until_it_is_moved(tmp_path: Path) -> None:
     (move,) = store.pending_moves()
     store.record_moved_many([(RowKind.REJECT, move.id, "/srv/quarantine/link.jpg")])
     assert not store.is_waiting(path)
+
+
+def test_a_round_naming_a_missing_row_closes_none_of_its_rows(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.record_reject("/srv/inbox/a.lnk", "symbolic link (never followed)")
+    store.record_reject("/srv/inbox/b.lnk", "symbolic link (never followed)")
+    first, second = store.pending_moves()
+    moved = [
+        (RowKind.REJECT, first.id, "/srv/quarantine/a.lnk"),
+        (RowKind.REJECT, second.id + 100, "/srv/quarantine/b.lnk"),  # no such row
+    ]
+
+    with pytest.raises(NoResultFound, match="1 reject row"):
+        store.record_moved_many(moved)
+
+    assert store.is_waiting("/srv/inbox/a.lnk")  # rolled back with the round
+    store.record_moved_many(moved[:1])
+    assert not store.is_waiting("/srv/inbox/a.lnk")
+    assert store.is_waiting("/srv/inbox/b.lnk")

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Engine, exists, func, or_, select, update
+from sqlalchemy import Engine, bindparam, exists, func, or_, select, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from daemon.outcomes import Decision
@@ -30,7 +31,7 @@ from daemon.storage.schema import (
     utcnow,
 )
 from daemon.storage.schema import RowKind as RowKind  # re-exported: the routers' vocabulary
-from daemon.storage.stuck import StuckMoves, clear_stuck
+from daemon.storage.stuck import StuckMoves, clear_stuck, clear_stuck_many
 from daemon.storage.transactions import StoreUnavailable as StoreUnavailable  # re-exported
 from daemon.storage.transactions import Transactions
 
@@ -124,14 +125,25 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
         scan finds them again.
         """
         with self._writing() as session:
-            return [self._record_arrival(session, arrival) for arrival in arrivals]
+            # One query for the slice's hashes, not one each (with a flush before each): the
+            # intake thread holds the GIL the model lanes need while SQLAlchemy works.
+            hashes = {arrival.sha256 for arrival in arrivals}
+            known = {
+                image.sha256: image
+                for image in session.scalars(select(Image).where(Image.sha256.in_(hashes)))
+            }
+            return [self._record_arrival(session, arrival, known) for arrival in arrivals]
 
-    def _record_arrival(self, session: Session, arrival: Arrival) -> ArrivalOutcome:
+    def _record_arrival(
+        self, session: Session, arrival: Arrival, known: dict[str, Image]
+    ) -> ArrivalOutcome:
+        """`known`: the images of the slice's hashes, by hash; a new image is added to it, so
+        a later arrival with the same bytes finds it."""
         path, sha256, size = arrival.path, arrival.sha256, arrival.size
-        image = session.scalar(select(Image).where(Image.sha256 == sha256))
+        image = known.get(sha256)
         if image is None:
-            # Autoflush makes this row visible to a later arrival with the same bytes.
-            session.add(_new_image(path, sha256, size, arrival.deployment))
+            known[sha256] = _new_image(path, sha256, size, arrival.deployment)
+            session.add(known[sha256])
             return ArrivalOutcome.NEW
         if self._waiting_here(session, image, path):
             return ArrivalOutcome.ALREADY_KNOWN
@@ -149,6 +161,8 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
             _revive(session, image, path, size)
             image.deployment = arrival.deployment
             return ArrivalOutcome.NEW
+        if image.id is None:
+            session.flush()  # an image of this same slice: its id, for the duplicate's link
         session.add(Duplicate(image_id=image.id, source_path=path, state=MoveState.ROUTING))
         return ArrivalOutcome.DUPLICATE
 
@@ -238,16 +252,18 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
                 _row(session, kind, row_id).intended_path = path
 
     def record_moved_many(self, moved: Sequence[tuple[RowKind, int, str]]) -> None:
-        """Close the rows of files now in their final place, in one transaction."""
+        """Close the rows of files now in their final place, in one transaction.
+
+        One UPDATE per table for the round's rows (executemany), not one loaded object each:
+        the routing thread holds the GIL the model lanes need while SQLAlchemy works."""
         if not moved:
             return
+        done_at = utcnow()
         with self._writing() as session:
-            for kind, row_id, final_path in moved:
-                row = _row(session, kind, row_id)
-                row.final_path = final_path
-                row.done_at = utcnow()
-                row.state = ImageState.DONE if kind is RowKind.IMAGE else MoveState.DONE
-                clear_stuck(session, kind, row_id)
+            for kind in RowKind:
+                closed = {row_id: path for row_kind, row_id, path in moved if row_kind is kind}
+                if closed:
+                    _close_rows(session, kind, closed, done_at)
 
     def record_source_lost(self, kind: RowKind, row_id: int, reason: str) -> None:
         """The file left the inbox by other hands before it could be moved: say so, and close."""
@@ -349,6 +365,30 @@ def _revive(session: Session, image: Image, path: str, size: int) -> None:
     image.decision = None if decided is None else ImageDecision(decided.value)
     image.attempts = 0
     image.last_error = image.intended_path = image.final_path = image.done_at = None
+
+
+def _close_rows(session: Session, kind: RowKind, closed: dict[int, str], done_at: datetime) -> None:
+    """Mark the rows done at their final paths; NoResultFound (rolling the round back) when one
+    is missing, as loading it would."""
+    table = _TABLES[kind]
+    state = ImageState.DONE if kind is RowKind.IMAGE else MoveState.DONE
+    statement = (
+        update(table)
+        .where(table.id == bindparam("row_id"))
+        .values(final_path=bindparam("final_path"), done_at=done_at, state=state)
+    )
+    rows = [{"row_id": row_id, "final_path": path} for row_id, path in closed.items()]
+    updated = session.connection().execute(statement, rows).rowcount
+    if updated != len(rows):
+        raise NoResultFound(f"{len(rows) - updated} {kind} row(s) to close are missing")
+    clear_stuck_many(session, kind, list(closed))
+
+
+_TABLES: dict[RowKind, type[Image] | type[Duplicate] | type[Reject]] = {
+    RowKind.IMAGE: Image,
+    RowKind.DUPLICATE: Duplicate,
+    RowKind.REJECT: Reject,
+}
 
 
 def _row(session: Session, kind: RowKind, row_id: int) -> Image | Duplicate | Reject:

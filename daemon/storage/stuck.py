@@ -118,5 +118,13 @@ def clear_stuck(session: Session, kind: RowKind, row_id: int) -> None:
     session.execute(delete(StuckMove).where(StuckMove.kind == kind, StuckMove.row_id == row_id))
 
 
+def clear_stuck_many(session: Session, kind: RowKind, row_ids: list[int]) -> None:
+    """Within a transaction that closes rows of one kind: none of them is stuck any more."""
+    session.execute(
+        delete(StuckMove).where(StuckMove.kind == kind, StuckMove.row_id.in_(row_ids)),
+        execution_options={"synchronize_session": False},
+    )
+
+
 def _stuck_ids(kind: RowKind) -> ScalarSelect[int]:
     return select(StuckMove.row_id).where(StuckMove.kind == kind).scalar_subquery()
