@@ -76,3 +76,20 @@ def test_a_round_naming_a_missing_row_closes_none_of_its_rows(tmp_path: Path) ->
     store.record_moved_many(moved[:1])
     assert not store.is_waiting("/srv/inbox/a.lnk")
     assert store.is_waiting("/srv/inbox/b.lnk")
+
+
+def test_waiting_among_answers_as_is_waiting_for_each_path(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    queued = [f"/srv/inbox/IMG_{n:04d}.JPG" for n in range(1000)]  # more than one statement's
+    store.record_arrivals([Arrival(path, f"{n:064x}", 10) for n, path in enumerate(queued)])
+    store.record_reject("/srv/inbox/link.jpg", "symbolic link (never followed)")
+    (first, *_) = store.due_images(1)
+    store.record_vanished(first.id, "deleted from the inbox", first.path)
+    asked = [*queued, "/srv/inbox/link.jpg", "/srv/inbox/unknown.jpg", queued[5]]
+
+    found = store.waiting_among(asked)
+
+    assert found == {path for path in asked if store.is_waiting(path)}
+    assert first.path not in found
+    assert "/srv/inbox/link.jpg" in found
+    assert len(found) == 1000  # 999 queued images and the reject

@@ -70,7 +70,13 @@ class Intake:
         recorded = 0
         pending: list[Arrival] = []
         deadline = time.monotonic() + COMMIT_INTERVAL_SECONDS
-        for item in self._tracker.take_stable():
+        stable = self._tracker.take_stable()
+        waiting = self._waiting(stable)
+        if waiting is None:
+            return 0
+        for item in stable:
+            if str(item.path) in waiting:
+                continue  # already recorded, its file not yet moved out of the inbox
             examined = self._examine(item)
             if isinstance(examined, Arrival):
                 pending.append(examined)
@@ -113,12 +119,22 @@ class Intake:
         except OSError:
             return True  # gone or unreadable: the tracker and _hash say what became of it
 
+    def _waiting(self, stable: list[StablePath]) -> set[str] | None:
+        """Those of the stable paths that already have a row, asked in one go (a burst's
+        paths one statement each would hold the GIL the model lanes need); None, every path
+        looked at again next round, when the database cannot say."""
+        try:
+            return self._store.waiting_among(str(item.path) for item in stable)
+        except StoreUnavailable as err:
+            logger.error("database unavailable, %d file(s) will be retried: %s", len(stable), err)
+            for item in stable:
+                self._tracker.note(item.path)
+            return None
+
     def _examine(self, item: StablePath) -> Arrival | int:
         """An Arrival to record, or how many rows were written for it on the spot (rejects)."""
         path = str(item.path)
         try:
-            if self._store.is_waiting(path):
-                return 0
             if item.kind is Readiness.FILE:
                 return self._hash(item)
             reason = (

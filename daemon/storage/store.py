@@ -108,15 +108,23 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
         # One statement, not one per table: intake asks for every file of a burst, and each
         # statement holds the GIL the model lanes need between their operators.
         waiting = [
-            exists().where(column == path, model.state != "done")
-            for model, column in (
-                (Image, Image.original_path),
-                (Duplicate, Duplicate.source_path),
-                (Reject, Reject.source_path),
-            )
+            exists().where(column == path, model.state != "done") for model, column in _INBOX_PATHS
         ]
         with self._reading() as session:
             return bool(session.scalar(select(or_(*waiting))))
+
+    def waiting_among(self, paths: Iterable[str]) -> set[str]:
+        """The paths among `paths` that `is_waiting` would say True for, asked together: a
+        burst's thousands of paths in a few statements, not one each."""
+        asked = list(dict.fromkeys(paths))
+        found: set[str] = set()
+        with self._reading() as session:
+            for start in range(0, len(asked), _PATHS_PER_STATEMENT):
+                chunk = asked[start : start + _PATHS_PER_STATEMENT]
+                for model, column in _INBOX_PATHS:
+                    query = select(column).where(column.in_(chunk), model.state != "done")
+                    found.update(session.scalars(query))
+        return found
 
     def record_arrivals(self, arrivals: Sequence[Arrival]) -> list[ArrivalOutcome]:
         """Record stable inbox files in one transaction (one fsync), in order.
@@ -258,8 +266,9 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
         the routing thread holds the GIL the model lanes need while SQLAlchemy works."""
         if not moved:
             return
-        done_at = utcnow()
         with self._writing() as session:
+            session.connection()  # BEGIN IMMEDIATE: another writer is waited out first
+            done_at = utcnow()  # when the moves are recorded, not when the round asked to
             for kind in RowKind:
                 closed = {row_id: path for row_kind, row_id, path in moved if row_kind is kind}
                 if closed:
@@ -383,6 +392,14 @@ def _close_rows(session: Session, kind: RowKind, closed: dict[int, str], done_at
         raise NoResultFound(f"{len(rows) - updated} {kind} row(s) to close are missing")
     clear_stuck_many(session, kind, list(closed))
 
+
+# The rows that name an inbox path while their file is still there, by table.
+_INBOX_PATHS = (
+    (Image, Image.original_path),
+    (Duplicate, Duplicate.source_path),
+    (Reject, Reject.source_path),
+)
+_PATHS_PER_STATEMENT = 900  # bound parameters: under SQLite's oldest limit (999)
 
 _TABLES: dict[RowKind, type[Image] | type[Duplicate] | type[Reject]] = {
     RowKind.IMAGE: Image,
