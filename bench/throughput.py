@@ -125,7 +125,12 @@ def _daemon(layout: DaemonLayout, inputs: _Inputs, settings: Settings, record: R
         say(f"  setting: {section}.{key} = {value!r}")
     daemon = measure_daemon(layout, inputs.model_dir, inputs.files, inputs.single, settings)
     record.setdefault("daemon_runs", []).append(
-        {"precision": settings.precision, "view": settings.view, "result": daemon}
+        {
+            "precision": settings.precision,
+            "view": settings.view,
+            "result": daemon,
+            "b_images_per_second": daemon.rate.per_second,  # the burst less its quiet period
+        }
     )
     report_daemon(daemon, settings)
     return daemon
@@ -153,8 +158,10 @@ def _accounting(
         f"at (c)'s CPU {model_ms:.1f}: {daemon_ms - model_ms:+.1f} ms more)"
     )
     # b/limit also falls when other processes take cores; this part of the gap is the daemon's.
+    # Over b's time (the burst less its quiet period), so that the two parts below multiply to
+    # b/limit: the daemon's CPU in the quiet period is next to nothing.
     cores_had = (daemon.burst_cpu.daemon_seconds + daemon.burst_cpu.decoder_seconds) / (
-        daemon.burst.seconds
+        daemon.rate.seconds
     )
     say(
         f"  on the CPU it had:     {cores_had:.2f} of {usable_cores()} cores; (model + floor) / "

@@ -1,4 +1,5 @@
-"""The command line of a fresh Python child that serves one function over an inherited pipe.
+"""Fresh Python children that serve one function over an inherited pipe: their command line,
+and the parent's wait for their messages.
 
 A fresh interpreter, not a multiprocessing one: multiprocessing's spawn and forkserver both re-run
 the parent's main script in every child (measured), which for the `tigerwatch` entry point imports
@@ -10,8 +11,19 @@ be imported instead of the standard one, and every child would die at start.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2  # how often a wait for a child looks whether a stop was asked for
+# A child still working after this long is said in the log, and again every such period: a
+# child stuck on a hung mount would otherwise leave an empty log.
+STILL_WORKING_SECONDS = 60.0
 
 _BOOTSTRAP = (
     "import sys\n"
@@ -30,3 +42,30 @@ def child_command(module: str, function: str, fd: int) -> list[str]:
     flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
     bootstrap = _BOOTSTRAP.format(fd=fd, module=module, function=function)
     return [sys.executable, *flags, "-P", "-c", bootstrap]
+
+
+class ChildWait:
+    """A parent's wait for its child: logged when it starts and every STILL_WORKING_SECONDS
+    while it lasts ("still <doing> after N s"), ended early by `stop` where one is given."""
+
+    def __init__(self, doing: str, pid: int, stop: threading.Event | None = None) -> None:
+        self.doing, self.pid, self.stop = doing, pid, stop
+        self.started = self.said = time.monotonic()
+        logger.info("%s in a child process (pid %d)", doing, pid)
+
+    def readable(self, connection: Connection) -> bool:
+        """Wait for the child's next message; False when a stop is asked for first. The stop
+        is looked at before every poll, so a child that keeps sending cannot hold it off."""
+        while not self._stopped():
+            if connection.poll(POLL_SECONDS):
+                return True
+        return False
+
+    def _stopped(self) -> bool:
+        now = time.monotonic()
+        if now - self.said >= STILL_WORKING_SECONDS:
+            self.said = now
+            logger.warning(
+                "still %s after %.0f s (child process %d)", self.doing, now - self.started, self.pid
+            )
+        return self.stop is not None and self.stop.is_set()

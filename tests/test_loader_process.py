@@ -174,7 +174,7 @@ def test_a_child_still_reading_is_said_in_the_log_until_it_ends(
 ) -> None:
     config = station_config(tmp_path, tiny_model_dir)
     monkeypatch.setattr(child_interpreter, "_BOOTSTRAP", "import time\ntime.sleep(600)")
-    monkeypatch.setattr(loader_process, "STILL_READING_SECONDS", 0.2)
+    monkeypatch.setattr(child_interpreter, "STILL_WORKING_SECONDS", 0.2)
     stop = threading.Event()
 
     def stop_after_two_warnings() -> bool:
@@ -198,6 +198,46 @@ def test_a_child_still_reading_is_said_in_the_log_until_it_ends(
         m for m in messages if m.startswith(f"still reading CLIP model {tiny_model_dir} after")
     ]
     assert len(still) >= 2
+
+
+# Takes sys.path as the real bootstrap does, then sends a log record every 50 ms for 20 s.
+_CHATTY_CHILD = (
+    "import sys, time\n"
+    "from multiprocessing.connection import Connection\n"
+    "connection = Connection({fd})\n"
+    "sys.path[:] = connection.recv()\n"
+    "connection.recv()\n"
+    "end = time.monotonic() + 20\n"
+    "while time.monotonic() < end:\n"
+    "    connection.send(('log', ('daemon.classify.loading', 20, 'fetching a shard')))\n"
+    "    time.sleep(0.05)\n"
+)
+
+
+def test_a_stop_ends_the_wait_for_a_child_that_keeps_logging(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # hX4: the stop and the "still reading" line were looked at only after 0.2 s without a
+    # message, so a child that kept talking held a stop off for as long as it talked.
+    config = station_config(tmp_path, tiny_model_dir)
+    monkeypatch.setattr(child_interpreter, "_BOOTSTRAP", _CHATTY_CHILD)
+    monkeypatch.setattr(child_interpreter, "STILL_WORKING_SECONDS", 0.3)
+    stop = threading.Event()
+
+    def said_still_reading() -> bool:
+        return any("still reading" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.INFO, logger="daemon"):
+        prefetching = threading.Thread(target=prefetch_for_config, args=(config, stop))
+        prefetching.start()
+        assert wait_for(said_still_reading, timeout=15)
+        stop.set()
+
+        assert returns_within(lambda: prefetching.join(15), 10)
+    assert not prefetching.is_alive()
 
 
 def test_the_child_ignores_a_module_in_the_current_directory(

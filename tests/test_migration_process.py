@@ -139,6 +139,42 @@ def test_a_database_at_head_starts_no_child(
         migrate_to_head(f"sqlite:///{tmp_path / 'new.db'}")
 
 
+def test_a_database_at_head_with_a_broken_foreign_key_is_refused_as_the_upgrade_refused_it(
+    tmp_path: Path,
+) -> None:
+    # hX4: every start used to run the upgrade's foreign-key check (a no-op upgrade); skipping
+    # Alembic at head must not skip it, or a row broken by hand is found only on upgrade day.
+    path = tmp_path / "tigerwatch.db"
+    upgrade_database(f"sqlite:///{path}")
+    with sqlite3.connect(path) as connection:  # foreign keys are off in a plain sqlite3
+        connection.execute(
+            "INSERT INTO duplicates (image_id, source_path, state, arrived_at)"
+            " VALUES (999, '/x.jpg', 'routing', '2026-12-07 00:00:00')"
+        )
+
+    message = refusal(f"sqlite:///{path}", migrate_to_head)
+
+    assert message == "1 rows break a foreign key, e.g. duplicates rowid 1 -> images"
+    assert revision(path) == HEAD
+
+
+def test_a_child_still_migrating_is_said_in_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(child_interpreter, "_BOOTSTRAP", "import time\ntime.sleep(1.5)")
+    monkeypatch.setattr(child_interpreter, "STILL_WORKING_SECONDS", 0.3)
+    path = tmp_path / "tigerwatch.db"
+
+    with caplog.at_level(logging.INFO, logger="daemon"):
+        message = refusal(f"sqlite:///{path}", migrate_to_head)
+
+    said = [r.getMessage() for r in caplog.records]
+    started = f"migrating database sqlite:///{path} in a child process"
+    assert any(m.startswith(started) for m in said)
+    assert any(m.startswith(f"still migrating database sqlite:///{path} after") for m in said)
+    assert "ended without an answer (exit code 0)" in message
+
+
 # --- what the child does, as the daemon sees it ---------------------------------------------------
 
 
@@ -164,7 +200,8 @@ def test_an_older_database_is_backed_up_and_upgraded_with_the_log_line(
     [backup] = tmp_path.glob(f"tigerwatch.db.before-{HEAD}-*.bak")
     assert revision(backup) == PREVIOUS
     logged = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
-    assert logged == [
+    assert logged[0][2].startswith(f"migrating database sqlite:///{path} in a child process")
+    assert logged[1:] == [
         (
             "daemon.storage.database",
             logging.INFO,

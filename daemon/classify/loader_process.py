@@ -14,12 +14,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
-from daemon.child_interpreter import child_command
+from daemon.child_interpreter import ChildWait, child_command
 from daemon.classify.checkpoint import CheckpointParts, all_prompts
 from daemon.classify.errors import ModelLoadError
 from daemon.classify.loader_child import ERROR, FAILED, LOG, PARTS
@@ -27,10 +26,6 @@ from daemon.config import Config
 
 STDERR_TAIL_CHARS = 600  # of a child that died, quoted in the error
 _EXIT_GRACE = 2.0  # a child that replied or died gets this long to exit before it is killed
-_STOP_POLL_SECONDS = 0.2  # how often a wait for the child looks whether a stop was asked for
-# A child still reading after this long is said in the log, and again every such period: a
-# checkpoint on a hung mount would otherwise leave an empty log until a stop.
-STILL_READING_SECONDS = 60.0
 
 # A fresh interpreter: see daemon/child_interpreter.py.
 
@@ -78,11 +73,11 @@ def _load_in_child(
     """
     with tempfile.TemporaryFile() as output:
         process, connection = _start(name_or_path, output)
-        logger.info("reading CLIP model %s in a child process (pid %d)", name_or_path, process.pid)
         try:
             connection.send(list(sys.path))
             connection.send((name_or_path, prompts))
-            reply = _reply(connection, _Wait(name_or_path, process.pid, stop))
+            wait = ChildWait(f"reading CLIP model {name_or_path}", process.pid, stop)
+            reply = _reply(connection, wait)
         finally:
             connection.close()
             ending = _ended(process)
@@ -114,33 +109,12 @@ def _start(name_or_path: str, output: IO[bytes]) -> tuple[subprocess.Popen[bytes
     return process, parent_end
 
 
-class _Wait:
-    """A wait for the loader child: ended by `stop`, said in the log while it lasts."""
-
-    def __init__(self, name_or_path: str, pid: int, stop: threading.Event | None) -> None:
-        self.name_or_path, self.pid, self.stop = name_or_path, pid, stop
-        self.started = time.monotonic()
-        self.said = self.started
-
-    def stopped(self) -> bool:
-        now = time.monotonic()
-        if now - self.said >= STILL_READING_SECONDS:
-            self.said = now
-            logger.warning(
-                "still reading CLIP model %s after %.0f s (child process %d)",
-                self.name_or_path,
-                now - self.started,
-                self.pid,
-            )
-        return self.stop is not None and self.stop.is_set()
-
-
-def _reply(connection: Connection, wait: _Wait | None = None) -> tuple[str, Any] | None:
+def _reply(connection: Connection, wait: ChildWait | None = None) -> tuple[str, Any] | None:
     """The child's final message, its log records logged here on the way; None when it died
     or a stop was asked for first."""
     try:
         while True:
-            if not _readable(connection, wait):
+            if wait is not None and not wait.readable(connection):
                 return None
             kind, body = connection.recv()
             if kind != LOG:
@@ -149,16 +123,6 @@ def _reply(connection: Connection, wait: _Wait | None = None) -> tuple[str, Any]
             logging.getLogger(name).log(level, "%s", message)
     except (EOFError, OSError):
         return None
-
-
-def _readable(connection: Connection, wait: _Wait | None) -> bool:
-    """Wait for the child's next message; False when a stop is asked for before it comes."""
-    if wait is None:
-        return True
-    while not connection.poll(_STOP_POLL_SECONDS):
-        if wait.stopped():
-            return False
-    return True
 
 
 def _outcome(name_or_path: str, kind: str, body: Any) -> CheckpointParts:

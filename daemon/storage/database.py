@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -155,6 +155,19 @@ def at_head(url: str) -> bool:
         return _stored_revision(engine) == declared_head()
     except SQLAlchemyError:
         return False
+    finally:
+        engine.dispose()
+
+
+def check_foreign_keys_of(url: str) -> None:
+    """`check_foreign_keys` on the database at `url`, in a transaction of its own."""
+    engine = create_db_engine(url)
+    try:
+        with deferred(engine).connect() as connection:
+            check_foreign_keys(connection)
+    except OperationalError as err:
+        reason = str(err.orig or err).splitlines()[0]
+        raise DatabaseError(f"database {shown_url(url)} cannot be checked ({reason})") from err
     finally:
         engine.dispose()
 

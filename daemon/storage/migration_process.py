@@ -25,8 +25,8 @@ from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from typing import IO
 
-from daemon.child_interpreter import child_command
-from daemon.storage.database import DatabaseError, at_head
+from daemon.child_interpreter import ChildWait, child_command
+from daemon.storage.database import DatabaseError, at_head, check_foreign_keys_of
 from daemon.storage.migration_child import DONE, ERROR, FAILED, LOG
 from daemon.storage.urls import shown_url
 
@@ -36,8 +36,11 @@ _EXIT_GRACE = 2.0  # a child that replied or died gets this long to exit before 
 
 def migrate_to_head(url: str) -> None:
     """Leave the database at `url` at head, creating it if need be; DatabaseError when it
-    cannot be (the messages of `upgrade_database`)."""
-    if not at_head(url):
+    cannot be (the messages of `upgrade_database`). At head, its foreign keys are checked as
+    the upgrade checks them: a row broken by hand is refused at start, not on upgrade day."""
+    if at_head(url):
+        check_foreign_keys_of(url)
+    else:
         _upgrade_in_child(url)
 
 
@@ -52,7 +55,9 @@ def _upgrade_in_child(url: str) -> None:
         try:
             connection.send(list(sys.path))
             connection.send(url)
-            reply = _reply(connection)
+            reply = _reply(
+                connection, ChildWait(f"migrating database {shown_url(url)}", process.pid)
+            )
         finally:
             connection.close()
             ending = _ended(process)
@@ -84,10 +89,12 @@ def _start(url: str, output: IO[bytes]) -> tuple[subprocess.Popen[bytes], Connec
     return process, parent_end
 
 
-def _reply(connection: Connection) -> tuple[str, object] | None:
-    """The child's final message, its log records logged here on the way; None when it died."""
+def _reply(connection: Connection, wait: ChildWait) -> tuple[str, object] | None:
+    """The child's final message, its log records logged here on the way; None when it died.
+    The wait is logged (a child stuck on a hung disk shows), never cut short: see above."""
     try:
         while True:
+            wait.readable(connection)
             kind, body = connection.recv()
             if kind != LOG:
                 return kind, body
