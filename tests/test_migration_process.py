@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from multiprocessing import Pipe
 from pathlib import Path
 
 import psutil
@@ -347,3 +348,24 @@ def test_sigterm_while_the_child_migrates_lets_it_finish_then_stops(
     assert f"upgraded from {PREVIOUS} to {HEAD}" in log
     assert "stopped during start-up" in log and "ready in" not in log
     assert revision(station.db_path) == HEAD
+
+
+def test_a_child_whose_parent_is_gone_still_finishes_the_upgrade(tmp_path: Path) -> None:
+    # hX4: the daemon killed (SIGKILL, the OOM killer) while its child migrates; the child's
+    # next log line hit a broken pipe and aborted the upgrade, leaving a backup for nothing.
+    path = tmp_path / "tigerwatch.db"
+    url = at_previous_revision(path)
+    parent_end, child_end = Pipe()
+    child = subprocess.Popen(
+        child_interpreter.child_command(
+            "daemon.storage.migration_child", "serve", child_end.fileno()
+        ),
+        pass_fds=(child_end.fileno(),),
+    )
+    child_end.close()
+    parent_end.send(list(sys.path))
+    parent_end.send(url)
+    parent_end.close()  # the parent is gone before the child logs anything
+
+    assert child.wait(timeout=PROCESS_START_TIMEOUT) == 0
+    assert revision(path) == HEAD

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from multiprocessing.connection import Connection
@@ -33,7 +34,8 @@ def serve(connection: Connection) -> None:
     except Exception as err:  # a bug or a database nobody foresaw: the parent names it
         reply = (FAILED, f"{type(err).__name__}: {err}")
     root.removeHandler(forward)
-    connection.send(reply)
+    with contextlib.suppress(OSError):  # the parent is gone: the database says the outcome
+        connection.send(reply)
 
 
 class _LogForward(logging.Handler):
@@ -45,5 +47,8 @@ class _LogForward(logging.Handler):
         self._connection = connection
 
     def emit(self, record: logging.LogRecord) -> None:
-        # Handler.handle holds self.lock here: one record at a time goes down the pipe.
-        self._connection.send((LOG, (record.name, record.levelno, record.getMessage())))
+        # Handler.handle holds self.lock here: one record at a time goes down the pipe. A
+        # parent killed meanwhile (SIGKILL, the OOM killer) must not abort the upgrade half
+        # way through its log lines: it finishes, and the next start finds the database at head.
+        with contextlib.suppress(OSError):
+            self._connection.send((LOG, (record.name, record.levelno, record.getMessage())))
