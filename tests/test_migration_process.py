@@ -369,3 +369,24 @@ def test_a_child_whose_parent_is_gone_still_finishes_the_upgrade(tmp_path: Path)
 
     assert child.wait(timeout=PROCESS_START_TIMEOUT) == 0
     assert revision(path) == HEAD
+
+
+def test_a_version_table_naming_two_revisions_is_refused_in_the_operators_words(
+    tmp_path: Path,
+) -> None:
+    # hX4: the refusal was Alembic's own text ("please use get_current_heads()").
+    path = tmp_path / "tigerwatch.db"
+    upgrade_database(f"sqlite:///{path}")
+    with sqlite3.connect(path) as connection:
+        connection.execute("INSERT INTO alembic_version VALUES (?)", (PREVIOUS,))
+    before = schema(path)
+
+    message = refusal(f"sqlite:///{path}", migrate_to_head)
+
+    shown = ", ".join(sorted((HEAD, PREVIOUS)))
+    assert message == (
+        f"database {path} names 2 schema revisions at once ({shown}) in its alembic_version "
+        "table, which tigerwatch never writes: it was edited by hand or by another tool; "
+        "restore a backup"
+    )
+    assert schema(path) == before

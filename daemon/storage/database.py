@@ -264,6 +264,7 @@ def _known_revision(connection: Connection, url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
+    _refuse_several_revisions(connection, url)
     current = MigrationContext.configure(connection).get_current_revision()
     if current is None:
         _refuse_foreign_database(connection, url)
@@ -278,6 +279,23 @@ def _known_revision(connection: Connection, url: str) -> str | None:
             "upgrade tigerwatch or restore a backup"
         )
     return current
+
+
+def _refuse_several_revisions(connection: Connection, url: str) -> None:
+    """tigerwatch's schema is one line of revisions: a version table naming several (edited by
+    hand, or by another tool) is refused in the operator's words, not Alembic's."""
+    if not inspect(connection).has_table("alembic_version"):
+        return
+    rows = [
+        str(row[0]) for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+    ]
+    if len(rows) > 1:
+        named = ", ".join(sorted(rows))
+        raise DatabaseError(
+            f"database {_describe(url)} names {len(rows)} schema revisions at once ({named}) in "
+            "its alembic_version table, which tigerwatch never writes: it was edited by hand or "
+            "by another tool; restore a backup"
+        )
 
 
 def _refuse_foreign_database(connection: Connection, url: str) -> None:
