@@ -1,5 +1,4 @@
-"""Fresh Python children that serve one function over an inherited pipe: their command line,
-and the parent's wait for their messages.
+"""Fresh Python children serving one function over a pipe: their command line, the parent's wait.
 
 A fresh interpreter, not a multiprocessing one: multiprocessing's spawn and forkserver both re-run
 the parent's main script in every child (measured), which for the `tigerwatch` entry point imports
