@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from daemon import child_interpreter
-from daemon.classify import loader_process
 from daemon.classify.checkpoint import all_prompts
 from daemon.classify.errors import ModelLoadError
 from daemon.classify.loader_process import load_checkpoint, prefetch_for_config
@@ -123,11 +122,12 @@ def test_prefetch_keeps_a_load_error_for_the_load(tmp_path: Path, tiny_model_dir
 def test_the_childs_log_records_are_logged_by_the_daemon(caplog: pytest.LogCaptureFixture) -> None:
     from multiprocessing import Pipe
 
-    from daemon.classify.loader_child import ERROR, _LogForward
+    from daemon.child_interpreter import LogForward, relay_until_reply
+    from daemon.classify.loader_child import ERROR
 
     parent_end, child_end = Pipe()
     source = logging.getLogger("daemon.classify.loading.test")
-    forward = _LogForward(child_end)
+    forward = LogForward(child_end)
     source.addHandler(forward)
     source.setLevel(logging.INFO)  # as serve() sets the child's `daemon` logger
     try:
@@ -139,7 +139,7 @@ def test_the_childs_log_records_are_logged_by_the_daemon(caplog: pytest.LogCaptu
     caplog.clear()  # only what the parent logs counts
 
     with caplog.at_level(logging.INFO, logger="daemon"):
-        reply = loader_process._reply(parent_end)
+        reply = relay_until_reply(parent_end)
 
     assert reply == (ERROR, "Cannot load CLIP model 'x': ...")
     assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [

@@ -6,18 +6,19 @@ import logging
 import signal
 from multiprocessing.connection import Connection
 
+from daemon.child_interpreter import LogForward
 from daemon.classify.errors import ModelLoadError
 
-# Messages to the parent: ("log", (logger name, level, message)) any number of times, then one
-# of ("parts", CheckpointParts), ("error", ModelLoadError's message), ("failed", what raised).
-LOG, PARTS, ERROR, FAILED = "log", "parts", "error", "failed"
+# Messages to the parent: log records any number of times (child_interpreter.LogForward), then
+# one of ("parts", CheckpointParts), ("error", ModelLoadError's message), ("failed", what raised).
+PARTS, ERROR, FAILED = "parts", "error", "failed"
 
 
 def serve(connection: Connection) -> None:
     """Read the request (model name or folder, prompts), load, send the outcome, exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when loading stops
     name_or_path, prompts = connection.recv()
-    forward = _LogForward(connection)
+    forward = LogForward(connection)
     daemon_logger = logging.getLogger("daemon")
     daemon_logger.addHandler(forward)
     daemon_logger.setLevel(logging.INFO)
@@ -32,16 +33,3 @@ def serve(connection: Connection) -> None:
         reply = (FAILED, f"{type(err).__name__}: {err}")
     daemon_logger.removeHandler(forward)
     connection.send(reply)
-
-
-class _LogForward(logging.Handler):
-    """Sends the daemon's own log records to the parent as they happen (a hub download is
-    logged before it starts, not after), so they reach the daemon's log configuration."""
-
-    def __init__(self, connection: Connection) -> None:
-        super().__init__(logging.INFO)
-        self._connection = connection
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # Handler.handle holds self.lock here: one record at a time goes down the pipe.
-        self._connection.send((LOG, (record.name, record.levelno, record.getMessage())))

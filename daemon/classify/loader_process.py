@@ -8,24 +8,15 @@ processor and the vision config (loading.py), sends back a CheckpointParts and e
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import subprocess
-import sys
-import tempfile
 import threading
-from multiprocessing import Pipe
-from multiprocessing.connection import Connection
-from typing import IO, Any
+from typing import Any
 
-from daemon.child_interpreter import ChildWait, child_command
+from daemon.child_interpreter import run_child
 from daemon.classify.checkpoint import CheckpointParts, all_prompts
 from daemon.classify.errors import ModelLoadError
-from daemon.classify.loader_child import ERROR, FAILED, LOG, PARTS
+from daemon.classify.loader_child import ERROR, FAILED, PARTS
 from daemon.config import Config
-
-STDERR_TAIL_CHARS = 600  # of a child that died, quoted in the error
-_EXIT_GRACE = 2.0  # a child that replied or died gets this long to exit before it is killed
 
 # A fresh interpreter: see daemon/child_interpreter.py.
 
@@ -66,63 +57,25 @@ def _load_in_child(
     name_or_path: str, prompts: tuple[str, ...], stop: threading.Event | None = None
 ) -> CheckpointParts:
     """The checkpoint's parts as a child read them; a child that dies is a ModelLoadError that
-    says so.
-
-    The child's stdout and stderr go to a temporary file, not to the daemon's log: transformers
-    may print warnings or progress bars there. Only the file's tail of a dead child is shown.
-    """
-    with tempfile.TemporaryFile() as output:
-        process, connection = _start(name_or_path, output)
-        try:
-            connection.send(list(sys.path))
-            connection.send((name_or_path, prompts))
-            wait = ChildWait(f"reading CLIP model {name_or_path}", process.pid, stop)
-            reply = _reply(connection, wait)
-        finally:
-            connection.close()
-            ending = _ended(process)
-        if reply is None:
-            raise ModelLoadError(
-                f"Cannot load CLIP model {name_or_path!r}: the process loading it ended "
-                f"without an answer ({ending}){_tail(output)}"
-            )
-    return _outcome(name_or_path, *reply)
-
-
-def _start(name_or_path: str, output: IO[bytes]) -> tuple[subprocess.Popen[bytes], Connection]:
-    parent_end, child_end = Pipe()
+    says so. Its output (transformers' warnings, progress bars) never reaches the daemon's log."""
     try:
-        process = subprocess.Popen(
-            child_command("daemon.classify.loader_child", "serve", child_end.fileno()),
-            pass_fds=(child_end.fileno(),),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=output,
+        run = run_child(
+            "daemon.classify.loader_child",
+            "serve",
+            (name_or_path, prompts),
+            doing=f"reading CLIP model {name_or_path}",
+            stop=stop,
         )
     except OSError as err:
-        parent_end.close()
         raise ModelLoadError(
             f"Cannot load CLIP model {name_or_path!r}: cannot start a process to load it: {err}"
         ) from err
-    finally:
-        child_end.close()
-    return process, parent_end
-
-
-def _reply(connection: Connection, wait: ChildWait | None = None) -> tuple[str, Any] | None:
-    """The child's final message, its log records logged here on the way; None when it died
-    or a stop was asked for first."""
-    try:
-        while True:
-            if wait is not None and not wait.readable(connection):
-                return None
-            kind, body = connection.recv()
-            if kind != LOG:
-                return kind, body
-            name, level, message = body
-            logging.getLogger(name).log(level, "%s", message)
-    except (EOFError, OSError):
-        return None
+    if run.reply is None:
+        raise ModelLoadError(
+            f"Cannot load CLIP model {name_or_path!r}: the process loading it ended "
+            f"without an answer ({run.ending}){run.output_tail}"
+        )
+    return _outcome(name_or_path, *run.reply)
 
 
 def _outcome(name_or_path: str, kind: str, body: Any) -> CheckpointParts:
@@ -132,21 +85,3 @@ def _outcome(name_or_path: str, kind: str, body: Any) -> CheckpointParts:
         raise ModelLoadError(str(body))
     what = body if kind == FAILED else f"an unexpected answer {kind!r}"
     raise ModelLoadError(f"Cannot load CLIP model {name_or_path!r}: loading failed: {what}")
-
-
-def _ended(process: subprocess.Popen[bytes]) -> str:
-    """Wait for the child (killed if it lingers, or if the parent gave up on it) and say how
-    it ended."""
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=_EXIT_GRACE)
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    code = process.returncode
-    return f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
-
-
-def _tail(output: IO[bytes]) -> str:
-    output.seek(0)
-    text = output.read().decode(errors="replace").strip()
-    return f": {text[-STDERR_TAIL_CHARS:]}" if text else ""

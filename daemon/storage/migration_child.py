@@ -7,11 +7,12 @@ import logging
 import signal
 from multiprocessing.connection import Connection
 
+from daemon.child_interpreter import LogForward
 from daemon.storage.database import DatabaseError, upgrade_database
 
-# Messages to the parent: ("log", (logger name, level, message)) any number of times, then one
-# of ("done", None), ("error", DatabaseError's message), ("failed", what raised).
-LOG, DONE, ERROR, FAILED = "log", "done", "error", "failed"
+# Messages to the parent: log records any number of times (child_interpreter.LogForward), then
+# one of ("done", None), ("error", DatabaseError's message), ("failed", what raised).
+DONE, ERROR, FAILED = "done", "error", "failed"
 
 
 def serve(connection: Connection) -> None:
@@ -20,7 +21,9 @@ def serve(connection: Connection) -> None:
     # migration, one transaction, finish; see migration_process.py).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     url = connection.recv()
-    forward = _LogForward(connection)
+    # A parent killed meanwhile (SIGKILL, the OOM killer) must not abort the upgrade half way
+    # through its log lines: it finishes, and the next start finds the database at head.
+    forward = LogForward(connection, outlive_parent=True)
     root = logging.getLogger()
     root.addHandler(forward)
     root.setLevel(logging.INFO)
@@ -36,19 +39,3 @@ def serve(connection: Connection) -> None:
     root.removeHandler(forward)
     with contextlib.suppress(OSError):  # the parent is gone: the database says the outcome
         connection.send(reply)
-
-
-class _LogForward(logging.Handler):
-    """Sends log records to the parent as they happen (the backup is logged before the
-    upgrade starts, not after), so they reach the daemon's log with its format and level."""
-
-    def __init__(self, connection: Connection) -> None:
-        super().__init__(logging.INFO)
-        self._connection = connection
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # Handler.handle holds self.lock here: one record at a time goes down the pipe. A
-        # parent killed meanwhile (SIGKILL, the OOM killer) must not abort the upgrade half
-        # way through its log lines: it finishes, and the next start finds the database at head.
-        with contextlib.suppress(OSError):
-            self._connection.send((LOG, (record.name, record.levelno, record.getMessage())))
