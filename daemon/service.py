@@ -22,6 +22,7 @@ from daemon.delivery.router import Router, RoutingLoop
 from daemon.delivery.setaside import EntryFailures
 from daemon.heads import LinearHead
 from daemon.intake.arrivals import Intake
+from daemon.intake.loop import intake_loop
 from daemon.intake.names import NameFilter
 from daemon.intake.stability import StabilityTracker
 from daemon.intake.watcher import InboxWatcher, WatchedInbox
@@ -42,8 +43,8 @@ from daemon.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-# How often the intake thread looks at pending paths; well under any sensible quiet period.
-_INTAKE_TICK_SECONDS = 0.25
+# How often the verdict folders are looked at.
+_VERDICT_TICK_SECONDS = 0.25
 
 
 @dataclass
@@ -143,7 +144,7 @@ def _run(
         parts.watcher.start()
         parts.intake.rescan()  # files that arrived while the daemon was down
         rescan_every = config.watch.rescan_interval_seconds
-        threads.start("intake", lambda: _intake_loop(parts.intake, threads.stop, rescan_every))
+        threads.start("intake", lambda: intake_loop(parts.intake, threads.stop, rescan_every))
         threads.start("worker", parts.worker.run)
         threads.start("routing", parts.routing.run)
         _start_verdict_folders(config, parts, threads)
@@ -363,18 +364,6 @@ def _weights_change(classifier: ClipClassifier) -> str | None:
     return None if change is None else f"file {weights.path} {change} while the daemon ran"
 
 
-def _intake_loop(intake: Intake, stop: threading.Event, rescan_every: float) -> None:
-    # The periodic rescan (the safety net for lost events) is timed on the monotonic clock:
-    # APScheduler's interval trigger follows the wall clock, so a station clock set back a day
-    # (an RTC corrected by NTP) switched the rescans off for that day.
-    next_rescan = time.monotonic() + rescan_every
-    while not stop.wait(timeout=_INTAKE_TICK_SECONDS):
-        if time.monotonic() >= next_rescan:
-            intake.rescan()
-            next_rescan = time.monotonic() + rescan_every
-        intake.run_once()
-
-
 def _verdicts(config: Config) -> tuple[VerdictFolders, FolderVerdicts]:
     """The verdict folders' finder and the recorder of what it finds (see daemon/staff/)."""
     folders = VerdictFolders(
@@ -398,7 +387,7 @@ def _verdict_loop(
 ) -> None:
     # Scanned at once (verdicts given while the daemon was down), then on the monotonic clock.
     next_scan = time.monotonic()
-    while not stop.wait(timeout=_INTAKE_TICK_SECONDS):
+    while not stop.wait(timeout=_VERDICT_TICK_SECONDS):
         sightings = folders.take()
         if time.monotonic() >= next_scan:
             folders.keep_watching()

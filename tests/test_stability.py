@@ -405,3 +405,56 @@ def test_a_hold_on_unchanged_data_ends_with_the_grace(
     found = patient.take_stable()
     assert [item.path for item in found] == [image]
     assert found[0].waited_out
+
+
+def test_next_due_is_at_once_for_a_new_path_then_when_its_quiet_period_ends(
+    tmp_path: Path, tracker: StabilityTracker, clock: FakeClock
+) -> None:
+    assert tracker.next_due() is None
+    image = write(tmp_path / "IMG_0001.JPG")
+    tracker.note(image)
+    due = tracker.next_due()
+    assert due is not None and due <= clock.now  # not looked at yet: worth a look now
+
+    assert tracker.take_stable(due_only=True) == []  # the first look starts the timer
+    assert tracker.next_due() == clock.now + QUIET
+    tracker.note(image, Hint.WRITTEN)  # a writer holds it: the grace, not the quiet period
+    assert tracker.next_due() == clock.now + 600.0
+
+
+def test_a_due_only_pass_looks_at_new_and_due_paths_and_leaves_the_others(
+    tmp_path: Path, tracker: StabilityTracker, clock: FakeClock
+) -> None:
+    early, changing = write(tmp_path / "early.jpg"), write(tmp_path / "changing.jpg")
+    tracker.note(early)
+    tracker.note(changing)
+    tracker.take_stable(due_only=True)
+    clock.advance(QUIET / 2)
+    late = write(tmp_path / "late.jpg")
+    tracker.note(late)
+    changing.write_bytes(b"\xff\xd8 rewritten, longer than before")
+
+    assert tracker.take_stable(due_only=True) == []  # looked at `late` only
+    assert tracker.next_due() == clock.now - QUIET / 2 + QUIET  # early's and changing's end
+    clock.advance(QUIET / 2)
+    # Both first looks are due now; the change to `changing` is seen and restarts its timer.
+    assert taken_paths_due(tracker) == [early]
+    clock.advance(QUIET / 2)
+    assert taken_paths_due(tracker) == [late]
+    clock.advance(QUIET / 2)
+    assert taken_paths_due(tracker) == [changing]
+
+
+def test_a_path_that_cannot_be_looked_at_waits_for_the_full_pass(
+    tmp_path: Path, tracker: StabilityTracker, clock: FakeClock
+) -> None:
+    too_long = tmp_path / ("x" * 300 + ".jpg")  # lstat fails: ENAMETOOLONG
+    tracker.note(too_long)
+    assert tracker.take_stable(due_only=True) == []
+    # Not due again (a due time of now would wake the intake thread in a loop)...
+    assert tracker.next_due() is None
+    assert tracker.pending_count() == 1  # ...but still pending, for the full passes
+
+
+def taken_paths_due(tracker: StabilityTracker) -> list[Path]:
+    return [found.path for found in tracker.take_stable(due_only=True)]

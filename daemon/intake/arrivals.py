@@ -8,6 +8,7 @@ import logging
 import os
 import queue
 import stat
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,22 +56,37 @@ class Intake:
         self._inboxes = tuple(inboxes)
         self._on_queued = on_queued
         self._hints: queue.SimpleQueue[tuple[Path, Hint]] = queue.SimpleQueue()
+        self._hinted = threading.Event()
 
     def hint(self, path: Path, kind: Hint = Hint.LOOK) -> None:
         self._hints.put((path, kind))
+        self._hinted.set()
 
     def rescan(self) -> None:
         """Hint every candidate in every inbox: catches whatever the events missed."""
         for root in self._inboxes:
-            self._hints.put((root, Hint.LOOK))
+            self.hint(root)
 
-    def run_once(self) -> int:
-        """Drain hints, then record every path that has become stable; returns how many."""
+    def wait_for_hints(self, timeout: float) -> None:
+        """Return when a hint arrives, or after `timeout` seconds."""
+        if self._hinted.wait(max(0.0, timeout)):
+            self._hinted.clear()
+
+    def next_due(self) -> float | None:
+        """When a pending path is next worth a look (time.monotonic), None with none pending."""
+        return self._tracker.next_due()
+
+    def run_once(self, *, due_only: bool = False) -> int:
+        """Drain hints, then record every path that has become stable; returns how many.
+
+        `due_only`: look only at new paths and those whose quiet period has run out (a pass
+        woken by a hint or a due time), not at every pending one.
+        """
         self._drain_hints()
         recorded = 0
         pending: list[Arrival] = []
         deadline = time.monotonic() + COMMIT_INTERVAL_SECONDS
-        stable = self._tracker.take_stable()
+        stable = self._tracker.take_stable(due_only=due_only)
         waiting = self._waiting(stable)
         if waiting is None:
             return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import stat
 import threading
@@ -158,15 +159,39 @@ class StabilityTracker:
         with self._lock:
             return len(self._pending)
 
-    def take_stable(self) -> list[StablePath]:
-        """Look at every pending path; return (and stop tracking) those that are quiet."""
+    def next_due(self) -> float | None:
+        """When a pending path is next worth a look, on the tracker's clock: now for one not
+        looked at yet, else when its quiet period (or grace) runs out; None with nothing due.
+        Paths that could not be looked at wait for the next full pass."""
+        with self._lock:
+            due = min(map(self._due_at, self._pending.values()), default=math.inf)
+        return None if due == math.inf else due
+
+    def take_stable(self, *, due_only: bool = False) -> list[StablePath]:
+        """Look at pending paths; return (and stop tracking) those that are quiet.
+
+        `due_only` looks only at the paths next_due counts (new ones, and those whose wait has
+        run out), so that a pass woken by a hint costs no lstat of every other pending path.
+        """
         with self._take_lock:
             with self._lock:
-                snapshot = list(self._pending.items())
+                now = self._clock()
+                snapshot = [
+                    (path, entry)
+                    for path, entry in self._pending.items()
+                    if not due_only or self._due_at(entry) <= now
+                ]
             stable = [
                 found for path, entry in snapshot if (found := self._judge(path, entry)) is not None
             ]
         return sorted(stable, key=lambda found: found.path)
+
+    def _due_at(self, entry: _Pending) -> float:
+        if entry.last_error is not None:
+            return math.inf
+        if entry.signature is None:
+            return -math.inf
+        return entry.quiet_since + (self._grace_seconds if _held(entry) else self._quiet_seconds)
 
     def _judge(self, path: Path, entry: _Pending) -> StablePath | None:
         """lstat one path outside the lock (links not followed), then update it under the lock."""
