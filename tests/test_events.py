@@ -205,3 +205,46 @@ def test_deployment_mistakes_are_named_at_their_key_path(tmp_path: Path) -> None
         "(did you mean 'clock_offset_seconds'?)",
         f"{source}: events.gap_seconds: must be greater than 0",
     )
+
+
+def test_one_batch_of_a_burst_makes_one_event_and_leaves_a_frame_no_longer_queued(
+    db_path: Path,
+) -> None:
+    """The worker records a whole batch in one call: its frames join one another's event,
+    and a frame quarantined meanwhile keeps its state (its classification is still kept)."""
+    store = make_store(db_path)
+    names = [f"IMG_{index}.JPG" for index in range(4)]
+    store.record_arrivals(
+        [
+            Arrival(f"/srv/inbox/cam1/{name}", f"{index:064d}", 10, "cam1")
+            for index, name in enumerate(names)
+        ]
+    )
+    queued = sorted(store.due_images(100), key=lambda item: item.path)
+    store.record_decode_failure(queued[3].id, "unreadable", give_up=True)
+    decisions = [Decision.NEGATIVE, Decision.POSITIVE, Decision.NEGATIVE, Decision.NEGATIVE]
+    results = [
+        ClassifiedImage(
+            item.id,
+            0.5,
+            decision,
+            {"a tiger": 0.5},
+            b"\0" * 8,
+            2,
+            1.0,
+            1.0,
+            T0 + timedelta(seconds=10 * index),
+            None,
+            None,
+        )
+        for index, (item, decision) in enumerate(zip(queued, decisions, strict=True))
+    ]
+    store.record_classified(results, MODEL)
+
+    images = rows(db_path, "SELECT state, decision, event_id FROM images ORDER BY original_path")
+    event = images[0][2]
+    assert event is not None
+    assert images[:3] == [("routing", "positive", event)] * 3  # lifted to the event's decision
+    assert images[3] == ("routing", "quarantined", None)
+    assert rows(db_path, "SELECT frame_count, decision FROM events") == [(3, "positive")]
+    assert rows(db_path, "SELECT count(*) FROM classifications") == [(4,)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Engine, bindparam, exists, func, or_, select, update
+from sqlalchemy import Engine, Select, bindparam, exists, func, or_, select, update
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
@@ -201,28 +201,22 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
             ]
 
     def record_classified(self, results: Sequence[ClassifiedImage], model: ModelInfo) -> None:
-        """Commit the results of one batch together: an image is classified once or not at all."""
+        """Commit the results of one batch together: an image is classified once or not at all.
+
+        The batch's images are read in one query and changed as objects, so that the rows are
+        written in few statements: the worker holds the GIL the model lanes need meanwhile.
+        """
         labels = [{"text": text, "target": target} for text, target in model.labels]
         with self._writing() as session:
+            session.add_all(classification_row(result, model, labels) for result in results)
+            ids = [result.image_id for result in results]
+            images = {image.id: image for image in session.scalars(_images_by_id(ids))}
             for result in results:
-                session.add(classification_row(result, model, labels))
-                updated = session.execute(
-                    update(Image)
-                    .where(Image.id == result.image_id, Image.state == ImageState.QUEUED)
-                    .values(
-                        state=ImageState.ROUTING,
-                        decision=ImageDecision(result.decision.value),
-                        capture_time=result.capture_time,
-                        camera_make=result.camera_make,
-                        camera_model=result.camera_model,
-                        infrared=result.infrared,
-                        strip_top=None if result.strips is None else result.strips[0],
-                        strip_bottom=None if result.strips is None else result.strips[1],
-                    )
-                )
-                if updated.rowcount:  # type: ignore[attr-defined]
-                    image = session.get_one(Image, result.image_id)
-                    assign_event(session, image, result.decision, result.target_score, self._events)
+                image = images.get(result.image_id)
+                if image is None or image.state != ImageState.QUEUED:
+                    continue  # vanished or quarantined meanwhile: its classification is kept
+                _apply_result(image, result)
+                assign_event(session, image, result.decision, result.target_score, self._events)
 
     def record_decode_failure(self, image_id: int, error: str, *, give_up: bool) -> int:
         """Count a failed attempt; when giving up, the image is routed to quarantine."""
@@ -416,3 +410,18 @@ def _row(session: Session, kind: RowKind, row_id: int) -> Image | Duplicate | Re
             return session.get_one(Duplicate, row_id)
         case RowKind.REJECT:
             return session.get_one(Reject, row_id)
+
+
+def _images_by_id(ids: Sequence[int]) -> Select[Image]:
+    return select(Image).where(Image.id.in_(ids))
+
+
+def _apply_result(image: Image, result: ClassifiedImage) -> None:
+    image.state = ImageState.ROUTING
+    image.decision = ImageDecision(result.decision.value)
+    image.capture_time = result.capture_time
+    image.camera_make = result.camera_make
+    image.camera_model = result.camera_model
+    image.infrared = result.infrared
+    image.strip_top = None if result.strips is None else result.strips[0]
+    image.strip_bottom = None if result.strips is None else result.strips[1]
