@@ -93,3 +93,30 @@ def test_waiting_among_answers_as_is_waiting_for_each_path(tmp_path: Path) -> No
     assert first.path not in found
     assert "/srv/inbox/link.jpg" in found
     assert len(found) == 1000  # 999 queued images and the reject
+
+
+def test_intended_paths_of_several_tables_are_recorded_and_a_missing_row_records_none(
+    tmp_path: Path,
+) -> None:
+    store = make_store(tmp_path)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    first, second = (str(inbox / name) for name in ("a.jpg", "b.jpg"))
+    for name in (first, second):
+        Path(name).write_bytes(b"same bytes")
+    store.record_arrivals([Arrival(first, "c" * 64, 10), Arrival(second, "c" * 64, 10)])
+    store.record_reject("/srv/inbox/link.jpg", "symbolic link (never followed)")
+    (duplicate,) = [m for m in store.pending_moves() if m.kind is RowKind.DUPLICATE]
+    (reject,) = [m for m in store.pending_moves() if m.kind is RowKind.REJECT]
+    wanted = {
+        (RowKind.DUPLICATE, duplicate.id): "/srv/archive/duplicates/b.jpg",
+        (RowKind.REJECT, reject.id): "/srv/quarantine/link.jpg",
+    }
+
+    with pytest.raises(NoResultFound, match="1 reject row"):
+        store.record_intended({**wanted, (RowKind.REJECT, reject.id + 100): "/srv/q/x.jpg"})
+    assert all(move.intended_path is None for move in store.pending_moves())  # rolled back
+
+    store.record_intended(wanted)
+    recorded = {(move.kind, move.id): move.intended_path for move in store.pending_moves()}
+    assert recorded == wanted

@@ -249,9 +249,16 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
             return pending_moves(session)
 
     def record_intended(self, intended: dict[tuple[RowKind, int], str]) -> None:
+        """Record the destinations chosen for a round's rows: one UPDATE per table."""
         with self._writing() as session:
-            for (kind, row_id), path in intended.items():
-                _row(session, kind, row_id).intended_path = path
+            for kind in RowKind:
+                paths = [
+                    {"row_id": row_id, "intended_path": path}
+                    for (row_kind, row_id), path in intended.items()
+                    if row_kind is kind
+                ]
+                if paths:
+                    _set_intended(session, kind, paths)
 
     def record_moved_many(self, moved: Sequence[tuple[RowKind, int, str]]) -> None:
         """Close the rows of files now in their final place, in one transaction.
@@ -385,6 +392,19 @@ def _close_rows(session: Session, kind: RowKind, closed: dict[int, str], done_at
     if updated != len(rows):
         raise NoResultFound(f"{len(rows) - updated} {kind} row(s) to close are missing")
     clear_stuck_many(session, kind, list(closed))
+
+
+def _set_intended(session: Session, kind: RowKind, paths: list[dict[str, object]]) -> None:
+    """NoResultFound (nothing recorded) when a row is missing, as loading it would."""
+    table = _TABLES[kind]
+    statement = (
+        update(table)
+        .where(table.id == bindparam("row_id"))
+        .values(intended_path=bindparam("intended_path"))
+    )
+    updated = session.connection().execute(statement, paths).rowcount
+    if updated != len(paths):
+        raise NoResultFound(f"{len(paths) - updated} {kind} row(s) to direct are missing")
 
 
 # The rows that name an inbox path while their file is still there, by table.
