@@ -51,6 +51,7 @@ _VERDICT_TICK_SECONDS = 0.25
 class _Threads:
     stop: threading.Event = field(default_factory=threading.Event)
     wake_worker: threading.Event = field(default_factory=threading.Event)
+    wake_intake: threading.Event = field(default_factory=threading.Event)
     started: list[threading.Thread] = field(default_factory=list)
 
     def start(self, name: str, target: Callable[[], None]) -> None:
@@ -68,6 +69,7 @@ class _Threads:
     def stop_all(self) -> None:
         self.stop.set()
         self.wake_worker.set()
+        self.wake_intake.set()
         for thread in self.started:
             thread.join(timeout=60)
 
@@ -268,6 +270,7 @@ def _build_intake(config: Config, store: Store, threads: _Threads) -> tuple[Inta
         name_filter=name_filter,
         inboxes=[inbox.path for inbox in config.paths.inbox],
         on_queued=threads.wake_worker.set,
+        wake=threads.wake_intake,
         max_file_bytes=config.images.max_file_bytes,
         deployments=config.deployments_from,
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
+from itertools import pairwise
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -60,20 +62,108 @@ def test_a_hinted_file_is_taken_without_the_full_passes(
     assert not thread.is_alive()
 
 
-def test_the_loop_stops_within_a_tick_without_any_hint(tmp_path: Path) -> None:
+class _SimulatedTime:
+    """A monotonic clock that moves only when the loop waits or a round works."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class _SimulatedStop:
+    def __init__(self, clock: _SimulatedTime) -> None:
+        self._clock = clock
+        self.flag = False
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._clock.now += max(0.0, timeout or 0.0)
+        return self.flag
+
+
+class _SlowFullRounds:
+    """An intake whose every-path round costs `full_cost` seconds (tens of thousands of
+    pending paths, or an inbox on a network share); nothing is ever due or hinted."""
+
+    def __init__(self, clock: _SimulatedTime, stop: _SimulatedStop, full_cost: float) -> None:
+        self._clock, self._stop, self._cost = clock, stop, full_cost
+        self.full_rounds: list[tuple[float, float]] = []
+
+    def wait_for_hints(self, timeout: float) -> None:
+        self._clock.now += max(0.0, timeout)
+
+    def seconds_to_due(self) -> float | None:
+        return None
+
+    def rescan(self) -> None:
+        pass
+
+    def run_once(self, *, due_only: bool = False) -> int:
+        if not due_only:
+            start = self._clock.now
+            self._clock.now += self._cost
+            self.full_rounds.append((start, self._clock.now))
+            self._stop.flag = len(self.full_rounds) >= 10
+        return 0
+
+
+def test_a_full_round_slower_than_a_tick_is_still_followed_by_a_tick_of_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by review hX5: counted from a round's start, a round of two ticks was followed
+    by the next at once, and the thread (holding the GIL the model needs) never rested."""
+    clock = _SimulatedTime()
+    monkeypatch.setattr(loop_module, "time", SimpleNamespace(monotonic=clock.monotonic))
+    stop = _SimulatedStop(clock)
+    intake = _SlowFullRounds(clock, stop, full_cost=2 * loop_module.TICK_SECONDS)
+
+    intake_loop(intake, stop, 3600.0)  # type: ignore[arg-type]
+
+    rests = [later[0] - earlier[1] for earlier, later in pairwise(intake.full_rounds)]
+    assert len(rests) == 9
+    assert min(rests) >= loop_module.TICK_SECONDS
+
+
+class _ToldWhenWaitingLong(Intake):
+    """Sets `waiting` as the loop starts a wait of more than a second."""
+
+    def __init__(self, waiting: threading.Event, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._waiting_now = waiting
+
+    def wait_for_hints(self, timeout: float) -> None:
+        if timeout > 1.0:
+            self._waiting_now.set()
+        super().wait_for_hints(timeout)
+
+
+def test_a_stop_with_the_wake_event_ends_a_loop_that_waits_for_hints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's stop sets the intake's wake event too (service._Threads.stop_all): the
+    loop must not wait for a tick, a due time or a hint to see it (review hX5)."""
+    monkeypatch.setattr(loop_module, "TICK_SECONDS", 3600.0)
     db = tmp_path / "tigerwatch.db"
     upgrade_database(f"sqlite:///{db}")
-    intake = Intake(
+    wake, waiting = threading.Event(), threading.Event()
+    intake = _ToldWhenWaitingLong(
+        waiting,
         store=Store(create_db_engine(f"sqlite:///{db}")),
         tracker=StabilityTracker(QUIET),
         name_filter=NameFilter([".jpg"]),
         inboxes=[tmp_path],
         on_queued=lambda: None,
+        wake=wake,
     )
     stop = threading.Event()
-    thread = threading.Thread(target=intake_loop, args=(intake, stop, 3600.0))
+    thread = threading.Thread(target=intake_loop, args=(intake, stop, 3600.0), daemon=True)
     thread.start()
-    time.sleep(0.05)
+    assert waiting.wait(PATIENCE)  # in its hour-long wait now
     stop.set()
+    wake.set()
     thread.join(PATIENCE)
-    assert not thread.is_alive()
+    assert not thread.is_alive(), "the loop did not see the stop while waiting for hints"

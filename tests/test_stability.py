@@ -407,19 +407,23 @@ def test_a_hold_on_unchanged_data_ends_with_the_grace(
     assert found[0].waited_out
 
 
-def test_next_due_is_at_once_for_a_new_path_then_when_its_quiet_period_ends(
+def test_the_next_look_is_due_at_once_for_a_new_path_then_when_its_quiet_period_ends(
     tmp_path: Path, tracker: StabilityTracker, clock: FakeClock
 ) -> None:
-    assert tracker.next_due() is None
+    assert tracker.seconds_to_due() is None
     image = write(tmp_path / "IMG_0001.JPG")
     tracker.note(image)
-    due = tracker.next_due()
-    assert due is not None and due <= clock.now  # not looked at yet: worth a look now
+    assert tracker.seconds_to_due() == 0.0  # not looked at yet: worth a look now
 
     assert tracker.take_stable(due_only=True) == []  # the first look starts the timer
-    assert tracker.next_due() == clock.now + QUIET
+    assert tracker.seconds_to_due() == QUIET
+    clock.advance(1.0)
+    assert tracker.seconds_to_due() == QUIET - 1.0
+    tracker.take_stable()  # a full pass, nothing changed: the same due time
+    assert tracker.seconds_to_due() == QUIET - 1.0
     tracker.note(image, Hint.WRITTEN)  # a writer holds it: the grace, not the quiet period
-    assert tracker.next_due() == clock.now + 600.0
+    tracker.take_stable()
+    assert tracker.seconds_to_due() == 600.0 - 1.0
 
 
 def test_a_due_only_pass_looks_at_new_and_due_paths_and_leaves_the_others(
@@ -435,7 +439,7 @@ def test_a_due_only_pass_looks_at_new_and_due_paths_and_leaves_the_others(
     changing.write_bytes(b"\xff\xd8 rewritten, longer than before")
 
     assert tracker.take_stable(due_only=True) == []  # looked at `late` only
-    assert tracker.next_due() == clock.now - QUIET / 2 + QUIET  # early's and changing's end
+    assert tracker.seconds_to_due() == QUIET / 2  # when early's and changing's quiet ends
     clock.advance(QUIET / 2)
     # Both first looks are due now; the change to `changing` is seen and restarts its timer.
     assert taken_paths_due(tracker) == [early]
@@ -452,7 +456,7 @@ def test_a_path_that_cannot_be_looked_at_waits_for_the_full_pass(
     tracker.note(too_long)
     assert tracker.take_stable(due_only=True) == []
     # Not due again (a due time of now would wake the intake thread in a loop)...
-    assert tracker.next_due() is None
+    assert tracker.seconds_to_due() is None
     assert tracker.pending_count() == 1  # ...but still pending, for the full passes
 
 

@@ -47,6 +47,7 @@ class Intake:
         on_queued: Callable[[], None],
         max_file_bytes: int | None = None,
         deployments: DeploymentsFrom | None = None,
+        wake: threading.Event | None = None,
     ) -> None:
         self._store = store
         self._deployments = deployments or DeploymentsFrom()
@@ -56,7 +57,8 @@ class Intake:
         self._inboxes = tuple(inboxes)
         self._on_queued = on_queued
         self._hints: queue.SimpleQueue[tuple[Path, Hint]] = queue.SimpleQueue()
-        self._hinted = threading.Event()
+        # Set by each hint, and by whoever stops the intake thread (so it need not wait a tick).
+        self._hinted = wake or threading.Event()
 
     def hint(self, path: Path, kind: Hint = Hint.LOOK) -> None:
         self._hints.put((path, kind))
@@ -68,13 +70,13 @@ class Intake:
             self.hint(root)
 
     def wait_for_hints(self, timeout: float) -> None:
-        """Return when a hint arrives, or after `timeout` seconds."""
+        """Return when a hint arrives (or the wake event is set), or after `timeout` seconds."""
         if self._hinted.wait(max(0.0, timeout)):
             self._hinted.clear()
 
-    def next_due(self) -> float | None:
-        """When a pending path is next worth a look (time.monotonic), None with none pending."""
-        return self._tracker.next_due()
+    def seconds_to_due(self) -> float | None:
+        """How long until a pending path is next worth a look (0: now); None: none pending."""
+        return self._tracker.seconds_to_due()
 
     def run_once(self, *, due_only: bool = False) -> int:
         """Drain hints, then record every path that has become stable; returns how many.
@@ -87,6 +89,8 @@ class Intake:
         pending: list[Arrival] = []
         deadline = time.monotonic() + COMMIT_INTERVAL_SECONDS
         stable = self._tracker.take_stable(due_only=due_only)
+        if not stable:
+            return 0  # most rounds: nothing for the database to be asked about
         waiting = self._waiting(stable)
         if waiting is None:
             return 0

@@ -16,31 +16,33 @@ from daemon.intake.arrivals import Intake
 
 TICK_SECONDS = 0.25  # a look at every pending path; well under any sensible quiet period
 # The least time between two rounds: a burst of hints (or an inbox being written to all the
-# time) is taken in slices, not one round per event.
-MIN_GAP_SECONDS = 0.02
+# time) is taken in slices, not one round per event; each round costs a pass over the pending
+# paths in Python, 1 to 3 ms with 10,000 of them.
+MIN_GAP_SECONDS = 0.05
 
 
 def intake_loop(intake: Intake, stop: threading.Event, rescan_every: float) -> None:
+    """Rounds until `stop`; whoever sets it also sets the intake's wake event."""
     # The periodic rescan (the safety net for lost events) is timed on the monotonic clock:
     # APScheduler's interval trigger follows the wall clock, so a station clock set back a day
     # (an RTC corrected by NTP) switched the rescans off for that day.
     next_rescan = time.monotonic() + rescan_every
-    next_full = time.monotonic() + TICK_SECONDS
-    last_round = time.monotonic()
+    next_full = last_round = time.monotonic()
     while not stop.is_set():
-        intake.wait_for_hints(_wake_at(intake.next_due(), next_full) - time.monotonic())
+        intake.wait_for_hints(_wait(intake.seconds_to_due(), next_full - time.monotonic()))
         if stop.wait(last_round + MIN_GAP_SECONDS - time.monotonic()):
             return
-        now = time.monotonic()
-        full = now >= next_full
-        if full:
-            next_full = now + TICK_SECONDS
-            if now >= next_rescan:
-                intake.rescan()
-                next_rescan = now + rescan_every
+        full = time.monotonic() >= next_full
+        if full and time.monotonic() >= next_rescan:
+            intake.rescan()
+            next_rescan = time.monotonic() + rescan_every
         intake.run_once(due_only=not full)
         last_round = time.monotonic()
+        if full:
+            # From the round's end: a full round slower than a tick (a network share, tens of
+            # thousands of pending paths) is still followed by a tick's rest.
+            next_full = last_round + TICK_SECONDS
 
 
-def _wake_at(due: float | None, next_full: float) -> float:
-    return next_full if due is None else min(due, next_full)
+def _wait(to_due: float | None, to_full: float) -> float:
+    return to_full if to_due is None else min(to_due, to_full)

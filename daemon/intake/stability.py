@@ -121,6 +121,8 @@ class StabilityTracker:
         self._grace_seconds = max(quiet_seconds, incomplete_grace_seconds)
         self._clock = clock
         self._pending: dict[Path, _Pending] = {}
+        self._next_due = math.inf  # the first due time (see seconds_to_due)
+        self._noted_due = math.inf  # the first due time noted while a pass looks
         self._lock = threading.Lock()
         # Serialises whole take_stable passes so two callers never judge the same path at once.
         self._take_lock = threading.Lock()
@@ -138,6 +140,7 @@ class StabilityTracker:
             elif hint is Hint.CLOSED:
                 entry.writer_open = False
                 entry.signature = None
+            self._noted(entry)
 
     def hold_incomplete(self, item: StablePath) -> None:
         """Track `item` again: its data looked cut short, so it waits the incomplete grace.
@@ -150,6 +153,7 @@ class StabilityTracker:
                 self._pending[item.path] = _Pending(
                     item.signature, item.kind, item.quiet_since, incomplete=True
                 )
+                self._noted(self._pending[item.path])
 
     def forget(self, path: Path) -> None:
         with self._lock:
@@ -159,32 +163,50 @@ class StabilityTracker:
         with self._lock:
             return len(self._pending)
 
-    def next_due(self) -> float | None:
-        """When a pending path is next worth a look, on the tracker's clock: now for one not
-        looked at yet, else when its quiet period (or grace) runs out; None with nothing due.
-        Paths that could not be looked at wait for the next full pass."""
+    def seconds_to_due(self) -> float | None:
+        """How long until a pending path is next worth a look: 0 for one not looked at yet,
+        else until the first quiet period (or grace) runs out; None with nothing due. Paths
+        that could not be looked at wait for the next full pass. O(1): the intake thread asks
+        before every wait, with thousands of paths pending in a big drop."""
         with self._lock:
-            due = min(map(self._due_at, self._pending.values()), default=math.inf)
-        return None if due == math.inf else due
+            due = self._next_due
+        return None if due == math.inf else max(0.0, due - self._clock())
 
     def take_stable(self, *, due_only: bool = False) -> list[StablePath]:
         """Look at pending paths; return (and stop tracking) those that are quiet.
 
-        `due_only` looks only at the paths next_due counts (new ones, and those whose wait has
-        run out), so that a pass woken by a hint costs no lstat of every other pending path.
+        `due_only` looks only at the paths seconds_to_due counts (new ones, and those whose
+        wait has run out), so that a pass woken by a hint costs no lstat of every other path.
         """
         with self._take_lock:
-            with self._lock:
-                now = self._clock()
-                snapshot = [
-                    (path, entry)
-                    for path, entry in self._pending.items()
-                    if not due_only or self._due_at(entry) <= now
-                ]
+            snapshot, later = self._snapshot(due_only)
             stable = [
                 found for path, entry in snapshot if (found := self._judge(path, entry)) is not None
             ]
+            with self._lock:
+                looked = (entry for path, entry in snapshot if self._pending.get(path) is entry)
+                self._next_due = min(later, self._noted_due, *map(self._due_at, looked))
         return sorted(stable, key=lambda found: found.path)
+
+    def _snapshot(self, due_only: bool) -> tuple[list[tuple[Path, _Pending]], float]:
+        """The paths to look at, and the first due time among the others, in one pass."""
+        snapshot, later = [], math.inf
+        with self._lock:
+            now = self._clock()
+            self._noted_due = math.inf  # from here on, note() keeps what it adds
+            for path, entry in self._pending.items():
+                due = self._due_at(entry)
+                if due <= now or not due_only:
+                    snapshot.append((path, entry))
+                else:
+                    later = min(later, due)
+        return snapshot, later
+
+    def _noted(self, entry: _Pending) -> None:
+        """A path noted or held anew: it may be due before anything taken into account."""
+        due = self._due_at(entry)
+        self._next_due = min(self._next_due, due)
+        self._noted_due = min(self._noted_due, due)
 
     def _due_at(self, entry: _Pending) -> float:
         if entry.last_error is not None:

@@ -214,7 +214,7 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
             for result in results:
                 image = images.get(result.image_id)
                 if image is None or image.state != ImageState.QUEUED:
-                    continue  # vanished or quarantined meanwhile: its classification is kept
+                    continue  # closed meanwhile (vanished, quarantined): its classification is kept
                 _apply_result(image, result)
                 assign_event(session, image, result.decision, result.target_score, self._events)
 
