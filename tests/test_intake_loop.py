@@ -102,7 +102,7 @@ class _SlowFullRounds:
     def rescan(self) -> None:
         pass
 
-    def run_once(self, *, due_only: bool = False) -> int:
+    def run_once(self, *, due_only: bool = False, stop: object = None) -> int:
         if not due_only:
             start = self._clock.now
             self._clock.now += self._cost

@@ -78,11 +78,13 @@ class Intake:
         """How long until a pending path is next worth a look (0: now); None: none pending."""
         return self._tracker.seconds_to_due()
 
-    def run_once(self, *, due_only: bool = False) -> int:
+    def run_once(self, *, due_only: bool = False, stop: threading.Event | None = None) -> int:
         """Drain hints, then record every path that has become stable; returns how many.
 
         `due_only`: look only at new paths and those whose quiet period has run out (a pass
-        woken by a hint or a due time), not at every pending one.
+        woken by a hint or a due time), not at every pending one. Once `stop` is set, the round
+        ends after the slice under way: a card of thousands of frames dumped while the daemon
+        was down must not hold its shutdown (the rest is still in the inbox for the next start).
         """
         self._drain_hints()
         recorded = 0
@@ -107,6 +109,8 @@ class Intake:
                 recorded += self._commit(pending)
                 pending = []
                 deadline = time.monotonic() + COMMIT_INTERVAL_SECONDS
+                if stop is not None and stop.is_set():
+                    return recorded
         recorded += self._commit(pending)
         return recorded
 

@@ -36,7 +36,7 @@ def intake_loop(intake: Intake, stop: threading.Event, rescan_every: float) -> N
         if full and time.monotonic() >= next_rescan:
             intake.rescan()
             next_rescan = time.monotonic() + rescan_every
-        intake.run_once(due_only=not full)
+        intake.run_once(due_only=not full, stop=stop)
         last_round = time.monotonic()
         if full:
             # From the round's end: a full round slower than a tick (a network share, tens of

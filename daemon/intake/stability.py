@@ -257,7 +257,7 @@ class StabilityTracker:
             entry.incomplete = False  # new data: judged afresh
             return None
         held = _held(entry)
-        if now - entry.quiet_since < (self._grace_seconds if held else self._quiet_seconds):
+        if now < self._due_at(entry):  # the same sum as seconds_to_due's (review hX6: float)
             return None
         del self._pending[path]
         if entry.writer_open:
