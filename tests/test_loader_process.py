@@ -257,8 +257,9 @@ def test_sigterm_stops_a_daemon_whose_loader_child_hangs(
     station = make_station(tmp_path / "station", tiny_model_dir)
     process = start_daemon_process(station, tmp_path / "daemon.log")
     try:
-        assert wait_for(lambda: bool(_children(process.pid)), PROCESS_START_TIMEOUT)
-        child = _children(process.pid)[0]
+        # The loader's child, not the start-up migration's (which a stop waits for, by design).
+        assert wait_for(lambda: bool(_loader_children(process.pid)), PROCESS_START_TIMEOUT)
+        child = _loader_children(process.pid)[0]
         os.kill(child, signal.SIGSTOP)  # a child stuck on a dead mount or a stalled download
 
         assert stop_daemon_process(process) == 0
@@ -271,3 +272,14 @@ def test_sigterm_stops_a_daemon_whose_loader_child_hangs(
 def _children(pid: int) -> list[int]:
     listing = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(child) for child in listing.read_text().split()] if listing.exists() else []
+
+
+def _loader_children(pid: int) -> list[int]:
+    return [child for child in _children(pid) if b"loader_child" in _command_line(child)]
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
