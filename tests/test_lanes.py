@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from daemon.classify.lanes import LanePlan, ModelLanes, plan_lanes
+from daemon.worker import TAIL_MIN_VIEWS, batch_views
 from tests.daemon_support import (
     check_invariant,
     count,
@@ -126,3 +127,18 @@ def test_a_burst_through_two_lanes_is_classified_once_each(
         )
     assert count(station, "classifications") == len(sources)
     assert check_invariant(station, {sha256_of(source) for source in sources}) == []
+
+
+def test_a_batch_in_the_middle_of_a_burst_is_a_whole_batch() -> None:
+    assert batch_views(16, 40, lanes=2, more=True) == 16
+    assert batch_views(16, 6, lanes=2, more=True) == 16  # more is coming: worth the wait
+
+
+def test_the_end_of_a_burst_is_shared_between_the_lanes() -> None:
+    # Nothing decoding, nothing queued: 16 views left go 8 and 8, not 16 to one lane while
+    # the other sits idle through them.
+    assert batch_views(16, 16, lanes=2, more=False) == 8
+    assert batch_views(16, 9, lanes=2, more=False) == 5
+    assert batch_views(16, 40, lanes=2, more=False) == 16  # never more than a batch
+    assert batch_views(16, 5, lanes=2, more=False) == TAIL_MIN_VIEWS  # no tiny shares
+    assert batch_views(16, 16, lanes=1, more=False) == 16  # one lane: nothing to share
