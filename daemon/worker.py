@@ -174,6 +174,7 @@ class Worker:
                     break
             running: list[Future[Any]] = [batch.result for batch in self._running]
             wait([*pending, *running], timeout=timeout, return_when=FIRST_COMPLETED)
+        self._top_up()  # rows queued during the wait: then this is no burst's end (hX7)
         batch: list[Decoded] = []
         views = 0
         limit = batch_views(
@@ -386,7 +387,8 @@ def batch_views(batch_size: int, ready: int, *, lanes: int, more: bool) -> int:
     takes its share of what is left, not a whole batch: the lanes then finish together, where
     one lane ran the last whole batch while the others sat idle (measured: the last 0.35 s of
     an int8 burst of 301 frames half idle; a whole batch of crops takes 0.8 s in bf16).
-    Shares stay at TAIL_MIN_VIEWS or more: smaller ones cost more in overhead than they save.
+    A share is at least TAIL_MIN_VIEWS (smaller ones cost more in overhead than they save); a
+    batch ends at the first frame that does not fit, so one of multi-view frames may hold less.
     """
     if more or lanes < 2:
         return batch_size
