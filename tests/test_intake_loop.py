@@ -18,6 +18,7 @@ from daemon.intake.names import NameFilter
 from daemon.intake.stability import StabilityTracker
 from daemon.storage.database import create_db_engine, upgrade_database
 from daemon.storage.store import Store
+from tests.fake_clock import FakeClock, SimulatedStop
 
 QUIET = 0.3
 PATIENCE = 30.0  # generous: a failure waits this long, a pass does not
@@ -62,34 +63,11 @@ def test_a_hinted_file_is_taken_without_the_full_passes(
     assert not thread.is_alive()
 
 
-class _SimulatedTime:
-    """A monotonic clock that moves only when the loop waits or a round works."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
-class _SimulatedStop:
-    def __init__(self, clock: _SimulatedTime) -> None:
-        self._clock = clock
-        self.flag = False
-
-    def is_set(self) -> bool:
-        return self.flag
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self._clock.now += max(0.0, timeout or 0.0)
-        return self.flag
-
-
 class _SlowFullRounds:
     """An intake whose every-path round costs `full_cost` seconds (tens of thousands of
     pending paths, or an inbox on a network share); nothing is ever due or hinted."""
 
-    def __init__(self, clock: _SimulatedTime, stop: _SimulatedStop, full_cost: float) -> None:
+    def __init__(self, clock: FakeClock, stop: SimulatedStop, full_cost: float) -> None:
         self._clock, self._stop, self._cost = clock, stop, full_cost
         self.full_rounds: list[tuple[float, float]] = []
 
@@ -116,9 +94,9 @@ def test_a_full_round_slower_than_a_tick_is_still_followed_by_a_tick_of_rest(
 ) -> None:
     """Found by review hX5: counted from a round's start, a round of two ticks was followed
     by the next at once, and the thread (holding the GIL the model needs) never rested."""
-    clock = _SimulatedTime()
-    monkeypatch.setattr(loop_module, "time", SimpleNamespace(monotonic=clock.monotonic))
-    stop = _SimulatedStop(clock)
+    clock = FakeClock()
+    monkeypatch.setattr(loop_module, "time", SimpleNamespace(monotonic=clock))
+    stop = SimulatedStop(clock)
     intake = _SlowFullRounds(clock, stop, full_cost=2 * loop_module.TICK_SECONDS)
 
     intake_loop(intake, stop, 3600.0)  # type: ignore[arg-type]

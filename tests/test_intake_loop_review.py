@@ -21,39 +21,18 @@ from daemon.intake.names import NameFilter
 from daemon.intake.stability import Hint, StabilityTracker
 from daemon.storage.database import create_db_engine, upgrade_database
 from daemon.storage.store import Store
+from tests.fake_clock import FakeClock, SimulatedStop
 
 PATIENCE = 30.0
 COMPLETE = b"\xff\xd8 a frame \xff\xd9"
 CUT_SHORT = b"\xff\xd8\xff\xda\x00\x08" + b"\x11" * 200  # scan data, no EOI
 
 
-class _SimTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class _SimStop:
-    """A stop event whose waits move the simulated clock; set once `until` is reached."""
-
-    def __init__(self, clock: _SimTime, until: float) -> None:
-        self._clock, self._until = clock, until
-
-    def is_set(self) -> bool:
-        return self._clock.now >= self._until
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self._clock.now += max(0.0, timeout or 0.0)
-        return self.is_set()
-
-
 class _SimIntake(Intake):
     """A real Intake (real tracker, store, files) whose waits move the simulated clock; a
     hint queued makes the wait return at once, as the real event does. Counts its rounds."""
 
-    def __init__(self, clock: _SimTime, at: dict[float, Callable[[], None]], **kw: Any) -> None:
+    def __init__(self, clock: FakeClock, at: dict[float, Callable[[], None]], **kw: Any) -> None:
         super().__init__(**kw)
         self._clock, self._at = clock, dict(at)
         self.rounds: Counter[str] = Counter()
@@ -85,8 +64,8 @@ def _sim_intake(
     at: dict[float, Callable[[], None]],
     tracker_clock: Callable[[], float] | None = None,
     quiet: float = 1.0,
-) -> tuple[_SimIntake, _SimTime, Path, Path]:
-    clock = _SimTime()
+) -> tuple[_SimIntake, FakeClock, Path, Path]:
+    clock = FakeClock()
     monkeypatch.setattr(loop_module, "time", SimpleNamespace(monotonic=clock))
     db = tmp_path / "t.db"
     upgrade_database(f"sqlite:///{db}")
@@ -137,7 +116,7 @@ def test_held_unreadable_and_open_paths_cause_no_due_only_rounds(
     at.update({1002.0 + k: grow for k in range(0, 50)})
     intake, _, _, db = _sim_intake(tmp_path, monkeypatch, at)
     holder.append(intake)
-    intake_loop(intake, _SimStop(intake._clock, 1060.0), 3600.0)  # type: ignore[arg-type]
+    intake_loop(intake, SimulatedStop(intake._clock, 1060.0), 3600.0)  # type: ignore[arg-type]
 
     assert _rows(db) == 4  # ok; cut and open after the 5 s grace; grow once it stopped
     # 60 s / 0.3 s a full round; due-only rounds: a handful per hint/due time, not per 50 ms.
@@ -161,14 +140,14 @@ def test_a_tracker_clock_set_back_a_day_costs_at_most_a_tick(
     def set_back() -> None:
         jumped["back"] = 86400.0
 
-    clock_ref: list[_SimTime] = []
+    clock_ref: list[FakeClock] = []
     at = {1001.0: drop, 1001.5: set_back}
     intake, clock, _, db = _sim_intake(
         tmp_path, monkeypatch, at, tracker_clock=lambda: clock_ref[0].now - jumped["back"]
     )
     clock_ref.append(clock)
     holder.append(intake)
-    intake_loop(intake, _SimStop(clock, 1010.0), 3600.0)  # type: ignore[arg-type]
+    intake_loop(intake, SimulatedStop(clock, 1010.0), 3600.0)  # type: ignore[arg-type]
     assert _rows(db) == 1
     assert intake.recorded_at[0] < 1001.5 + 1.0 + 2 * loop_module.TICK_SECONDS + 0.2
     assert intake.rounds["due"] < 20, intake.rounds

@@ -17,21 +17,9 @@ from daemon.intake.stability import (
     StabilityTracker,
     StablePath,
 )
+from tests.fake_clock import FakeClock
 
 QUIET = 5.0
-
-
-class FakeClock:
-    """A monotonic-style clock the test moves by hand."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -17,6 +17,17 @@ def make_store(tmp_path: Path) -> Store:
     return Store(create_db_engine(url))
 
 
+def two_copies(tmp_path: Path) -> tuple[str, str]:
+    """Two inbox files with the same bytes. Both exist: the same bytes under a name whose first
+    holder is gone would be a rename, not a duplicate."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    first, second = (str(inbox / name) for name in ("a.jpg", "b.jpg"))
+    for name in (first, second):
+        Path(name).write_bytes(b"same bytes")
+    return first, second
+
+
 def test_an_unknown_path_is_not_waiting(tmp_path: Path) -> None:
     assert not make_store(tmp_path).is_waiting("/srv/inbox/IMG_0001.JPG")
 
@@ -34,12 +45,7 @@ def test_a_queued_image_waits_until_its_move_is_recorded(tmp_path: Path) -> None
 
 def test_a_duplicate_waits_under_its_own_path(tmp_path: Path) -> None:
     store = make_store(tmp_path)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    # Both files exist: same bytes under a name whose first holder is gone would be a rename.
-    first, second = (str(inbox / name) for name in ("a.jpg", "b.jpg"))
-    for name in (first, second):
-        Path(name).write_bytes(b"same bytes")
+    first, second = two_copies(tmp_path)
     outcomes = store.record_arrivals([Arrival(first, "b" * 64, 10), Arrival(second, "b" * 64, 10)])
     assert outcomes == [ArrivalOutcome.NEW, ArrivalOutcome.DUPLICATE]
     assert store.is_waiting(second)
@@ -99,11 +105,7 @@ def test_intended_paths_of_several_tables_are_recorded_and_a_missing_row_records
     tmp_path: Path,
 ) -> None:
     store = make_store(tmp_path)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    first, second = (str(inbox / name) for name in ("a.jpg", "b.jpg"))
-    for name in (first, second):
-        Path(name).write_bytes(b"same bytes")
+    first, second = two_copies(tmp_path)
     store.record_arrivals([Arrival(first, "c" * 64, 10), Arrival(second, "c" * 64, 10)])
     store.record_reject("/srv/inbox/link.jpg", "symbolic link (never followed)")
     (duplicate,) = [m for m in store.pending_moves() if m.kind is RowKind.DUPLICATE]
