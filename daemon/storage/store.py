@@ -251,14 +251,10 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
     def record_intended(self, intended: dict[tuple[RowKind, int], str]) -> None:
         """Record the destinations chosen for a round's rows: one UPDATE per table."""
         with self._writing() as session:
-            for kind in RowKind:
-                paths = [
-                    {"row_id": row_id, "intended_path": path}
-                    for (row_kind, row_id), path in intended.items()
-                    if row_kind is kind
-                ]
-                if paths:
-                    _set_intended(session, kind, paths)
+            chosen = [(kind, row_id, path) for (kind, row_id), path in intended.items()]
+            for kind, paths in _by_kind(chosen).items():
+                rows = [{"row_id": row_id, "path": path} for row_id, path in paths.items()]
+                _update_rows(session, kind, rows, "direct", intended_path=bindparam("path"))
 
     def record_moved_many(self, moved: Sequence[tuple[RowKind, int, str]]) -> None:
         """Close the rows of files now in their final place, in one transaction.
@@ -270,10 +266,8 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
         with self._writing() as session:
             session.connection()  # BEGIN IMMEDIATE: another writer is waited out first
             done_at = utcnow()  # when the moves are recorded, not when the round asked to
-            for kind in RowKind:
-                closed = {row_id: path for row_kind, row_id, path in moved if row_kind is kind}
-                if closed:
-                    _close_rows(session, kind, closed, done_at)
+            for kind, closed in _by_kind(moved).items():
+                _close_rows(session, kind, closed, done_at)
 
     def record_source_lost(self, kind: RowKind, row_id: int, reason: str) -> None:
         """The file left the inbox by other hands before it could be moved: say so, and close."""
@@ -380,31 +374,31 @@ def _revive(session: Session, image: Image, path: str, size: int) -> None:
 def _close_rows(session: Session, kind: RowKind, closed: dict[int, str], done_at: datetime) -> None:
     """Mark the rows done at their final paths; NoResultFound (rolling the round back) when one
     is missing, as loading it would."""
-    table = _TABLES[kind]
     state = ImageState.DONE if kind is RowKind.IMAGE else MoveState.DONE
-    statement = (
-        update(table)
-        .where(table.id == bindparam("row_id"))
-        .values(final_path=bindparam("final_path"), done_at=done_at, state=state)
-    )
-    rows = [{"row_id": row_id, "final_path": path} for row_id, path in closed.items()]
-    updated = session.connection().execute(statement, rows).rowcount
-    if updated != len(rows):
-        raise NoResultFound(f"{len(rows) - updated} {kind} row(s) to close are missing")
+    rows = [{"row_id": row_id, "path": path} for row_id, path in closed.items()]
+    values = {"final_path": bindparam("path"), "done_at": done_at, "state": state}
+    _update_rows(session, kind, rows, "close", **values)
     clear_stuck_many(session, kind, list(closed))
 
 
-def _set_intended(session: Session, kind: RowKind, paths: list[dict[str, object]]) -> None:
-    """NoResultFound (nothing recorded) when a row is missing, as loading it would."""
+def _update_rows(
+    session: Session, kind: RowKind, rows: list[dict[str, object]], doing: str, **values: object
+) -> None:
+    """One UPDATE of `kind`'s table run for every row (executemany; each names its `row_id`);
+    NoResultFound (nothing recorded) when a row is missing, as loading it would."""
     table = _TABLES[kind]
-    statement = (
-        update(table)
-        .where(table.id == bindparam("row_id"))
-        .values(intended_path=bindparam("intended_path"))
-    )
-    updated = session.connection().execute(statement, paths).rowcount
-    if updated != len(paths):
-        raise NoResultFound(f"{len(paths) - updated} {kind} row(s) to direct are missing")
+    statement = update(table).where(table.id == bindparam("row_id")).values(**values)
+    updated = session.connection().execute(statement, rows).rowcount
+    if updated != len(rows):
+        raise NoResultFound(f"{len(rows) - updated} {kind} row(s) to {doing} are missing")
+
+
+def _by_kind(rows: Iterable[tuple[RowKind, int, str]]) -> dict[RowKind, dict[int, str]]:
+    """(kind, row id, path) triples as paths by row id, by kind: one statement per table."""
+    grouped: dict[RowKind, dict[int, str]] = {}
+    for kind, row_id, path in rows:
+        grouped.setdefault(kind, {})[row_id] = path
+    return grouped
 
 
 # The rows that name an inbox path while their file is still there, by table.
