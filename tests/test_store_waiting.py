@@ -1,4 +1,4 @@
-"""Store.is_waiting: an inbox path is waiting while any of its rows has not left the inbox."""
+"""Store.waiting_among: an inbox path is waiting while any of its rows has not left the inbox."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ def make_store(tmp_path: Path) -> Store:
     return Store(create_db_engine(url))
 
 
+def is_waiting(store: Store, path: str) -> bool:
+    return path in store.waiting_among([path])
+
+
 def two_copies(tmp_path: Path) -> tuple[str, str]:
     """Two inbox files with the same bytes. Both exist: the same bytes under a name whose first
     holder is gone would be a rename, not a duplicate."""
@@ -29,18 +33,18 @@ def two_copies(tmp_path: Path) -> tuple[str, str]:
 
 
 def test_an_unknown_path_is_not_waiting(tmp_path: Path) -> None:
-    assert not make_store(tmp_path).is_waiting("/srv/inbox/IMG_0001.JPG")
+    assert not is_waiting(make_store(tmp_path), "/srv/inbox/IMG_0001.JPG")
 
 
 def test_a_queued_image_waits_until_its_move_is_recorded(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     path = "/srv/inbox/IMG_0001.JPG"
     assert store.record_arrivals([Arrival(path, "a" * 64, 10)]) == [ArrivalOutcome.NEW]
-    assert store.is_waiting(path)
-    assert not store.is_waiting("/srv/inbox/IMG_0002.JPG")
+    assert is_waiting(store, path)
+    assert not is_waiting(store, "/srv/inbox/IMG_0002.JPG")
     (image,) = store.due_images(10)
     store.record_vanished(image.id, "deleted from the inbox", path)
-    assert not store.is_waiting(path)
+    assert not is_waiting(store, path)
 
 
 def test_a_duplicate_waits_under_its_own_path(tmp_path: Path) -> None:
@@ -48,21 +52,21 @@ def test_a_duplicate_waits_under_its_own_path(tmp_path: Path) -> None:
     first, second = two_copies(tmp_path)
     outcomes = store.record_arrivals([Arrival(first, "b" * 64, 10), Arrival(second, "b" * 64, 10)])
     assert outcomes == [ArrivalOutcome.NEW, ArrivalOutcome.DUPLICATE]
-    assert store.is_waiting(second)
+    assert is_waiting(store, second)
     (move,) = [m for m in store.pending_moves() if m.kind is RowKind.DUPLICATE]
     store.record_moved_many([(RowKind.DUPLICATE, move.id, "/srv/archive/duplicates/b.jpg")])
-    assert not store.is_waiting(second)
-    assert store.is_waiting(first)  # the image itself is still queued
+    assert not is_waiting(store, second)
+    assert is_waiting(store, first)  # the image itself is still queued
 
 
 def test_a_reject_waits_until_it_is_moved(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     path = "/srv/inbox/link.jpg"
     store.record_reject(path, "symbolic link (never followed)")
-    assert store.is_waiting(path)
+    assert is_waiting(store, path)
     (move,) = store.pending_moves()
     store.record_moved_many([(RowKind.REJECT, move.id, "/srv/quarantine/link.jpg")])
-    assert not store.is_waiting(path)
+    assert not is_waiting(store, path)
 
 
 def test_a_round_naming_a_missing_row_closes_none_of_its_rows(tmp_path: Path) -> None:
@@ -78,13 +82,13 @@ def test_a_round_naming_a_missing_row_closes_none_of_its_rows(tmp_path: Path) ->
     with pytest.raises(NoResultFound, match="1 reject row"):
         store.record_moved_many(moved)
 
-    assert store.is_waiting("/srv/inbox/a.lnk")  # rolled back with the round
+    assert is_waiting(store, "/srv/inbox/a.lnk")  # rolled back with the round
     store.record_moved_many(moved[:1])
-    assert not store.is_waiting("/srv/inbox/a.lnk")
-    assert store.is_waiting("/srv/inbox/b.lnk")
+    assert not is_waiting(store, "/srv/inbox/a.lnk")
+    assert is_waiting(store, "/srv/inbox/b.lnk")
 
 
-def test_waiting_among_answers_as_is_waiting_for_each_path(tmp_path: Path) -> None:
+def test_waiting_among_answers_for_many_paths_as_for_each_alone(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     queued = [f"/srv/inbox/IMG_{n:04d}.JPG" for n in range(1000)]  # more than one statement's
     store.record_arrivals([Arrival(path, f"{n:064x}", 10) for n, path in enumerate(queued)])
@@ -95,7 +99,7 @@ def test_waiting_among_answers_as_is_waiting_for_each_path(tmp_path: Path) -> No
 
     found = store.waiting_among(asked)
 
-    assert found == {path for path in asked if store.is_waiting(path)}
+    assert found == {path for path in asked if is_waiting(store, path)}
     assert first.path not in found
     assert "/srv/inbox/link.jpg" in found
     assert len(found) == 1000  # 999 queued images and the reject

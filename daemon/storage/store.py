@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Engine, Select, bindparam, exists, func, or_, select, update
+from sqlalchemy import Engine, Select, bindparam, func, select, update
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
@@ -103,19 +103,9 @@ class Store(Transactions, StuckMoves, Activity, Refiles):
 
     # --- intake -------------------------------------------------------------------------------
 
-    def is_waiting(self, path: str) -> bool:
-        """True when this inbox path already has a row that has not left the inbox yet."""
-        # One statement, not one per table: intake asks for every file of a burst, and each
-        # statement holds the GIL the model lanes need between their operators.
-        waiting = [
-            exists().where(column == path, model.state != "done") for model, column in _INBOX_PATHS
-        ]
-        with self._reading() as session:
-            return bool(session.scalar(select(or_(*waiting))))
-
     def waiting_among(self, paths: Iterable[str]) -> set[str]:
-        """The paths among `paths` that `is_waiting` would say True for, asked together: a
-        burst's thousands of paths in a few statements, not one each."""
+        """The paths among `paths` that already have a row that has not left the inbox yet,
+        asked together: a burst's thousands of paths in a few statements, not one each."""
         asked = list(dict.fromkeys(paths))
         found: set[str] = set()
         with self._reading() as session:
