@@ -200,6 +200,7 @@ def _build(
         wake=threads.wake_worker,
         on_content_changed=intake.hint,
         head=_load_head(config, classifier.model_name),
+        quieting=intake.tracker,
     )
     return _Parts(classifier, decoder, intake, watcher, worker, routing, *_verdicts(config))
 
@@ -266,6 +267,7 @@ def _build_intake(config: Config, store: Store, threads: _Threads) -> tuple[Inta
         tracker=StabilityTracker(
             config.watch.quiet_seconds,
             incomplete_grace_seconds=config.watch.incomplete_grace_seconds,
+            on_first_look=threads.wake_worker.set,  # files to work on ahead
         ),
         name_filter=name_filter,
         inboxes=[inbox.path for inbox in config.paths.inbox],

@@ -7,19 +7,22 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from daemon.batching import batch_views, classify_decoded, decode_job_template, view_count
 from daemon.classify.classifier import Classification, ClipClassifier
 from daemon.classify.lanes import ModelLanes
 from daemon.config import Config
-from daemon.decode.jobs import DecodeJob, DecodeOutcome
+from daemon.decode.jobs import DecodeOutcome
 from daemon.decode.pool import DecoderPool, DecoderPoolError
 from daemon.delivery.router import RoutingLoop
 from daemon.embeddings import as_stored, to_stored
 from daemon.heads import LinearHead
+from daemon.intake.stability import StabilityTracker
 from daemon.outcomes import decide, destination_for
+from daemon.speculation import WAIT, Foreseen, Speculation
 from daemon.storage.store import ClassifiedImage, ModelInfo, QueuedImage, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class Worker:
         wake: threading.Event,
         on_content_changed: Callable[[Path], None],
         head: LinearHead | None = None,
+        quieting: StabilityTracker | None = None,
     ) -> None:
         self._store = store
         self._head = head  # a trained head's score replaces the zero-shot one
@@ -75,6 +79,11 @@ class Worker:
         self._lookahead = 2 * config.model.batch_size
         self._queue_drained = False  # the last top-up took every due row
         self._model_info = _model_info(classifier, config)
+        self._job = decode_job_template(classifier, config)
+        # Files in their quiet period, worked on while nothing is queued (only then).
+        self._speculation = Speculation.of(config, quieting, decoder, lanes, classifier)
+        self._parked: dict[int, QueuedImage] = {}  # rows whose work ahead is under way
+        self._foreseen: list[ClassifiedImage] = []  # taken, classified ahead, to record
         self.last_progress = time.monotonic()
 
     def run(self) -> None:
@@ -91,12 +100,13 @@ class Worker:
             for _, future in self._inflight.values():
                 # Unfinished work stays queued in the database and is redone after a restart.
                 future.cancel()
+            self._speculation.close()
             self._lanes.close()
 
     def _step(self) -> None:
         self._top_up()
         self._record_finished()
-        if len(self._running) < self._lanes.count:
+        if len(self._running) + self._speculation.running < self._lanes.count:
             batch = self._collect_batch()
             if batch:
                 self._start(batch)
@@ -104,11 +114,24 @@ class Worker:
         if self._running:
             wait([running.result for running in self._running], 0.5, FIRST_COMPLETED)
         elif not self._inflight:
-            self._wake.wait(timeout=0.5)
+            self._idle()
             self._wake.clear()
 
+    def _idle(self) -> None:
+        """Nothing to classify: work ahead on files in their quiet period (daemon/speculation.py)
+        until rows are queued (the wake event), for half a second at most. Rows waiting for
+        their work ahead to end come back as soon as some of it ends."""
+        deadline = time.monotonic() + 0.5
+        while not self._wake.is_set() and (left := deadline - time.monotonic()) > 0:
+            if not self._speculation.step(self._lanes.count):
+                break
+            self._speculation.wait(min(left, _AHEAD_LOOK))
+            if self._parked:
+                return
+        self._wake.wait(max(0.0, deadline - time.monotonic()))
+
     def idle(self) -> bool:
-        return not self._inflight and not self._running
+        return not self._inflight and not self._running and not self._parked
 
     @property
     def store(self) -> Store:
@@ -118,7 +141,18 @@ class Worker:
     # --- decoding ahead ---------------------------------------------------------------------------
 
     def _top_up(self) -> None:
-        room = self._lookahead - len(self._inflight)
+        self._speculation.harvest()
+        for item in list(self._parked.values()):
+            self._take(item)
+        try:
+            self._take_due()
+        finally:
+            if self._foreseen:  # all classified ahead that this top-up took, in one commit
+                results, self._foreseen = self._foreseen, []
+                self._record(results)
+
+    def _take_due(self) -> None:
+        room = self._lookahead - len(self._inflight) - len(self._parked)
         if room <= 0 or self._routing.blocked:
             self._queue_drained = False  # not asked: more may be queued
             return  # a full destination disk pauses intake of new work, not just the moves
@@ -126,28 +160,33 @@ class Worker:
         waiting = {image_id for image_id, due in self._retry_at.items() if due > now}
         # Still queued in the database until their batch is recorded: not to be taken twice.
         classifying = {d.item.id for running in self._running for d in running.images}
-        exclude = set(self._inflight) | waiting | classifying
+        exclude = set(self._inflight) | set(self._parked) | waiting | classifying
         due = self._store.due_images(room, exclude=exclude)
         self._queue_drained = len(due) < room
         for item in due:
             self._retry_at.pop(item.id, None)
+            self._take(item)
+
+    def _take(self, item: QueuedImage) -> None:
+        """Decode a due row's file, or use what was done ahead while it was quiet."""
+        self._parked.pop(item.id, None)
+        ahead = self._speculation.claim(item.path, item.sha256)
+        if ahead == WAIT:
+            self._parked[item.id] = item
+        elif isinstance(ahead, Foreseen):
+            decoded = Decoded(item, ahead.outcome)
+            verdict = self._classified(decoded, ahead.classification, ahead.inference_ms)
+            self._foreseen.append(verdict)
+        elif isinstance(ahead, DecodeOutcome):
+            ready: Future[DecodeOutcome] = Future()
+            ready.set_result(ahead)
+            self._finished_at[item.id] = time.monotonic()
+            self._inflight[item.id] = (item, ready)
+        else:
             self._inflight[item.id] = (item, self._submit(item))
 
     def _submit(self, item: QueuedImage) -> Future[DecodeOutcome]:
-        images = self._config.images
-        job = DecodeJob(
-            path=item.path,
-            sha256=item.sha256,
-            formats=tuple(images.formats),
-            max_pixels=images.max_pixels,
-            draft_size=self._classifier.input_size,
-            spec=self._classifier.preprocess_spec,
-            max_file_bytes=images.max_file_bytes,
-            inboxes=tuple(str(inbox.path) for inbox in self._config.paths.inbox),
-            view=self._config.model.view,
-            strips=self._config.strips,
-        )
-        future = self._decoder.submit(job)
+        future = self._decoder.submit(replace(self._job, path=item.path, sha256=item.sha256))
         future.add_done_callback(lambda _: self._finished_at.__setitem__(item.id, time.monotonic()))
         return future
 
@@ -181,7 +220,7 @@ class Worker:
             batch_size, self._ready_views(), lanes=self._lanes.count, more=self._more_coming()
         )
         for image_id in self._done_ids():
-            cost = _view_count(self._inflight[image_id][1])
+            cost = view_count(self._inflight[image_id][1])
             if batch and views + cost > limit:
                 break
             item, future = self._inflight.pop(image_id)
@@ -198,7 +237,7 @@ class Worker:
         return decoding or not self._queue_drained
 
     def _ready_views(self) -> int:
-        return sum(_view_count(self._inflight[image_id][1]) for image_id in self._done_ids())
+        return sum(view_count(self._inflight[image_id][1]) for image_id in self._done_ids())
 
     def _done_ids(self) -> list[int]:
         return [image_id for image_id, (_, future) in self._inflight.items() if future.done()]
@@ -238,11 +277,7 @@ class Worker:
 
     def _classify(self, good: list[Decoded]) -> tuple[list[Classification], float]:
         """Runs in a lane: the classifications, and the batch's wall milliseconds per image."""
-        started = time.perf_counter()
-        pixels = [d.outcome.pixels for d in good if d.outcome.pixels is not None]
-        lights = [d.outcome.infrared for d in good]
-        classifications = self._classifier.classify_pixels(pixels, lights)
-        return classifications, (time.perf_counter() - started) * 1000 / len(good)
+        return classify_decoded(self._classifier, [decoded.outcome for decoded in good])
 
     def _record_finished(self) -> None:
         """Record the batches the model has finished, in this (the database's) thread."""
@@ -257,13 +292,17 @@ class Worker:
             self._model_failures_in_a_row = 0
             for decoded in running.images:
                 self._model_tries.pop(decoded.item.id, None)
-            results = [
-                self._classified(decoded, classification, per_image_ms)
-                for decoded, classification in zip(running.images, classifications, strict=True)
-            ]
-            self._store.record_classified(results, self._model_info)
-            self._routing.wake()
-            self.last_progress = time.monotonic()
+            self._record(
+                [
+                    self._classified(decoded, classification, per_image_ms)
+                    for decoded, classification in zip(running.images, classifications, strict=True)
+                ]
+            )
+
+    def _record(self, results: list[ClassifiedImage]) -> None:
+        self._store.record_classified(results, self._model_info)
+        self._routing.wake()
+        self.last_progress = time.monotonic()
 
     def _model_failed(self, images: list[Decoded], err: Exception) -> None:
         """A batch the model raised on is split, so that one frame cannot hold up the others.
@@ -378,33 +417,8 @@ _DB_RETRY = 2.0
 # Frames the model fails on alone, one after another with none classified between: beyond
 # this, the fault is the model's (or the machine's), not the frames'.
 MODEL_FAILURE_LIMIT = 3
-
-
-def batch_views(batch_size: int, ready: int, *, lanes: int, more: bool) -> int:
-    """The most model inputs the next batch may take out of `ready`.
-
-    At the end of a burst (nothing decoding, nothing more queued) with several lanes, a batch
-    takes its share of what is left, not a whole batch: the lanes then finish together, where
-    one lane ran the last whole batch while the others sat idle (measured: the last 0.35 s of
-    an int8 burst of 301 frames half idle; a whole batch of crops takes 0.8 s in bf16).
-    A share is at least TAIL_MIN_VIEWS (smaller ones cost more in overhead than they save); a
-    batch ends at the first frame that does not fit, so one of multi-view frames may hold less.
-    """
-    if more or lanes < 2:
-        return batch_size
-    return min(batch_size, max(TAIL_MIN_VIEWS, -(-ready // lanes)))
-
-
-TAIL_MIN_VIEWS = 4
-
-
-def _view_count(future: Future[DecodeOutcome]) -> int:
-    """Model inputs a finished decode brings: its views, or 1 for a failed one."""
-    try:
-        pixels = future.result().pixels
-    except Exception:  # the pool's failure: costs no model input, counted as one to move on
-        return 1
-    return 1 if pixels is None else int(pixels.shape[0])
+# The longest an idle worker waits for work ahead before it looks for new rows and files.
+_AHEAD_LOOK = 0.1
 
 
 def _model_info(classifier: ClipClassifier, config: Config) -> ModelInfo:

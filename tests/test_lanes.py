@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from daemon.batching import TAIL_MIN_VIEWS, batch_views
 from daemon.classify.lanes import LanePlan, ModelLanes, plan_lanes
-from daemon.worker import TAIL_MIN_VIEWS, batch_views
 from tests.daemon_support import (
     check_invariant,
     count,

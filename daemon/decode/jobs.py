@@ -34,7 +34,9 @@ class DecodeJob:
     """One queued image to decode and preprocess; picklable."""
 
     path: str
-    sha256: str  # hex digest recorded when the file was queued
+    # The hex digest recorded when the file was queued; None for a file still in its quiet
+    # period (daemon/speculation.py): then nothing is checked, and the outcome says the digest.
+    sha256: str | None
     formats: tuple[str, ...]
     max_pixels: int
     draft_size: int | None
@@ -47,6 +49,8 @@ class DecodeJob:
     # The `strips:` section: info strips found, or cut as configured per camera. Kept as
     # StripRules, which a decoder unpickles without pydantic.
     strips: StripSettings = field(default_factory=StripRules)
+    # (size, mtime_ns) the file had when last looked at: a file changed since is not read.
+    unchanged_since: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strips", StripRules.of(self.strips))
@@ -68,6 +72,7 @@ class DecodeOutcome:
     error: str | None = None  # "<path>: <reason>"
     gone: str | None = None  # the queued content is no longer at its path
     decode_ms: float = 0.0
+    sha256: str | None = None  # of the bytes decoded (None when none were read)
 
 
 def decode_job(job: DecodeJob) -> DecodeOutcome:
@@ -78,9 +83,10 @@ def decode_job(job: DecodeJob) -> DecodeOutcome:
         return DecodeOutcome(decode_ms=(time.perf_counter() - started) * 1000, **fields)
 
     try:
-        data = _read_no_follow(job.path, job.inboxes, job.max_file_bytes)
-    except _TooLargeError:
-        # It was within the limit when queued, so it is other content now: intake judges it.
+        data = _read_no_follow(job)
+    except _OtherContentError:
+        # Over the limit, or changed since the look the job was made from: other content
+        # than was queued (or looked at), which intake judges afresh.
         return outcome(gone=GONE_CHANGED)
     except UnsafePathError:
         return outcome(gone=GONE_UNSAFE)
@@ -88,9 +94,10 @@ def decode_job(job: DecodeJob) -> DecodeOutcome:
         return outcome(gone=GONE_MISSING)
     except OSError as err:
         return outcome(error=f"{job.path}: cannot be read: {err.strerror or err}")
-    if sha256_bytes(data) != job.sha256:
+    digest = sha256_bytes(data)
+    if job.sha256 is not None and digest != job.sha256:
         return outcome(gone=GONE_CHANGED)
-    return outcome(**decode_bytes(data, job))
+    return outcome(sha256=digest, **decode_bytes(data, job))
 
 
 def decode_bytes(data: bytes, job: DecodeJob) -> dict[str, Any]:
@@ -121,23 +128,27 @@ def decode_bytes(data: bytes, job: DecodeJob) -> dict[str, Any]:
     }
 
 
-class _TooLargeError(Exception):
-    """The opened file is over the size limit: not one byte of it was read."""
+class _OtherContentError(Exception):
+    """The opened file is over the size limit, or not as last seen: not one byte was read."""
 
 
-def _read_no_follow(path: str, inboxes: tuple[str, ...], max_bytes: int | None) -> bytes:
+def _read_no_follow(job: DecodeJob) -> bytes:
     """Read a file's bytes without ever following a symlink put in its place or on its way.
 
     The size is checked on the opened file (fstat) before reading, so a file that grew past
     `max_bytes` meanwhile is never loaded into the decoder's memory.
     """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    if not inboxes:
-        fd = os.open(path, flags)
+    if not job.inboxes:
+        fd = os.open(job.path, flags)
     else:
-        with folder_beneath(Path(path), [Path(inbox) for inbox in inboxes]) as folder:
-            fd = os.open(Path(path).name, flags, dir_fd=folder)
+        with folder_beneath(Path(job.path), [Path(inbox) for inbox in job.inboxes]) as folder:
+            fd = os.open(Path(job.path).name, flags, dir_fd=folder)
     with os.fdopen(fd, "rb") as handle:
-        if max_bytes is not None and os.fstat(fd).st_size > max_bytes:
-            raise _TooLargeError(path)
+        opened = os.fstat(fd)
+        if job.max_file_bytes is not None and opened.st_size > job.max_file_bytes:
+            raise _OtherContentError(job.path)
+        seen = job.unchanged_since
+        if seen is not None and (opened.st_size, opened.st_mtime_ns) != seen:
+            raise _OtherContentError(job.path)  # still being written: other content, not read
         return handle.read()

@@ -60,6 +60,11 @@ class Intake:
         # Set by each hint, and by whoever stops the intake thread (so it need not wait a tick).
         self._hinted = wake or threading.Event()
 
+    @property
+    def tracker(self) -> StabilityTracker:
+        """The paths in their quiet period (the worker works on some of them ahead)."""
+        return self._tracker
+
     def hint(self, path: Path, kind: Hint = Hint.LOOK) -> None:
         self._hints.put((path, kind))
         self._hinted.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import heapq
 import logging
 import math
 import os
@@ -111,6 +112,7 @@ class StabilityTracker:
         *,
         incomplete_grace_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        on_first_look: Callable[[], None] | None = None,
     ) -> None:
         if quiet_seconds < 0 or incomplete_grace_seconds < 0:
             raise ValueError(
@@ -120,6 +122,9 @@ class StabilityTracker:
         self._quiet_seconds = quiet_seconds
         self._grace_seconds = max(quiet_seconds, incomplete_grace_seconds)
         self._clock = clock
+        # Called after a pass that saw files begin their quiet period (work ahead may start).
+        self._on_first_look = on_first_look
+        self._first_looks = 0
         self._pending: dict[Path, _Pending] = {}
         self._next_due = math.inf  # the first due time (see seconds_to_due)
         self._noted_due = math.inf  # the first due time noted while a pass looks
@@ -172,6 +177,25 @@ class StabilityTracker:
             due = self._next_due
         return None if due == math.inf else max(0.0, due - self._clock())
 
+    def quieting(
+        self, limit: int, *, skip: Callable[[Path, FileSignature], bool]
+    ) -> list[tuple[Path, FileSignature]]:
+        """Up to `limit` files in their quiet period, the soonest due first, as last looked at:
+        regular files with no writer holding them and data not found cut short, and not
+        `skip`ped. For work done ahead (daemon/speculation.py): none is promised to be taken
+        as it is."""
+        with self._lock:
+            found = [
+                (self._due_at(entry), path, entry.signature)
+                for path, entry in self._pending.items()
+                if entry.signature is not None
+                and entry.kind is Readiness.FILE
+                and entry.last_error is None
+                and not _held(entry)
+                and not skip(path, entry.signature)
+            ]
+        return [(path, signature) for _, path, signature in heapq.nsmallest(limit, found)]
+
     def take_stable(self, *, due_only: bool = False) -> list[StablePath]:
         """Look at pending paths; return (and stop tracking) those that are quiet.
 
@@ -179,6 +203,7 @@ class StabilityTracker:
         wait has run out), so that a pass woken by a hint costs no lstat of every other path.
         """
         with self._take_lock:
+            first_looks = self._first_looks
             snapshot, later = self._snapshot(due_only)
             stable = [
                 found for path, entry in snapshot if (found := self._judge(path, entry)) is not None
@@ -186,6 +211,8 @@ class StabilityTracker:
             with self._lock:
                 looked = (entry for path, entry in snapshot if self._pending.get(path) is entry)
                 self._next_due = min(later, self._noted_due, *map(self._due_at, looked))
+            if self._first_looks != first_looks and self._on_first_look is not None:
+                self._on_first_look()
         return sorted(stable, key=lambda found: found.path)
 
     def _snapshot(self, due_only: bool) -> tuple[list[tuple[Path, _Pending]], float]:
@@ -253,6 +280,7 @@ class StabilityTracker:
         entry.last_error = None
         unchanged = entry.signature == signature and entry.kind == kind
         if not unchanged or now < entry.quiet_since:
+            self._first_looks += entry.signature is None
             entry.signature, entry.kind, entry.quiet_since = signature, kind, now
             entry.incomplete = False  # new data: judged afresh
             return None
