@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
@@ -74,7 +75,9 @@ class AheadLimits:
     """How much work ahead may be under way or kept at once."""
 
     batch_size: int  # model inputs per batch, as the worker's
-    decodes: int  # decodes in flight: the decoder processes, so real work waits for one at most
+    # Decodes in flight: one queued behind each running one, so no decoder waits for the worker
+    # thread, and a row's own decode waits for one frame's at most.
+    decodes: int
     held: int  # frames decoded or being decoded, not yet classified (their pixels are in memory)
     keep_seconds: float  # a result unclaimed this long is dropped (the file went elsewhere)
     kept: int = 1024  # results kept at most (about 3 KB each)
@@ -107,6 +110,7 @@ class Speculation:
         self._ahead: dict[str, _Ahead] = {}
         self._batches: list[_Batch] = []
         self._looked_at = -float("inf")
+        self._candidates: deque[tuple[Path, FileSignature]] = deque()
 
     @classmethod
     def of(
@@ -121,7 +125,7 @@ class Speculation:
         batch_size = config.model.batch_size
         limits = AheadLimits(
             batch_size=batch_size,
-            decodes=config.worker.decode_processes,
+            decodes=2 * config.worker.decode_processes,
             held=2 * batch_size,
             keep_seconds=config.watch.quiet_seconds + 60,
         )
@@ -181,21 +185,29 @@ class Speculation:
     # --- decoding ahead ---------------------------------------------------------------------------
 
     def _start_decodes(self) -> None:
+        """Keep the decoders busy from a list of candidates, asked of the tracker as it runs
+        out (each is checked still quiet and unchanged when its turn comes)."""
+        if self._tracker is None:
+            return
         decoding = sum(entry.decoding is not None for entry in self._ahead.values())
         held = sum(entry.busy or entry.decoded is not None for entry in self._ahead.values())
         room = min(self._limits.decodes - decoding, self._limits.held - held)
         now = self._clock()
-        if self._tracker is None or room <= 0 or now < self._looked_at + LOOK_EVERY_SECONDS:
-            return
-        self._looked_at = now
-        for path, signature in self._tracker.quieting(room, skip=self._done_or_doing):
-            self._start_decode(str(path), signature, now)
+        if room > 0 and not self._candidates and now >= self._looked_at + LOOK_EVERY_SECONDS:
+            self._looked_at = now
+            wanted = self._limits.held - held
+            self._candidates.extend(self._tracker.quieting(wanted, skip=self._done_or_doing))
+        while room > 0 and self._candidates:
+            path, signature = self._candidates.popleft()
+            # Taken by intake meanwhile: its row decodes it, and a result would wait in vain.
+            if self._tracker.still_quiet(path, signature):
+                room -= self._start_decode(str(path), signature, now)
 
     def _done_or_doing(self, path: Path, signature: FileSignature) -> bool:
         entry = self._ahead.get(str(path))
         return entry is not None and (entry.busy or entry.signature == signature)
 
-    def _start_decode(self, path: str, signature: FileSignature, now: float) -> None:
+    def _start_decode(self, path: str, signature: FileSignature, now: float) -> bool:
         job = dataclasses.replace(
             self._job,
             path=path,
@@ -205,8 +217,9 @@ class Speculation:
         try:
             future = self._decoder.submit(job)
         except RuntimeError:  # the pool is closing: the daemon is stopping
-            return
+            return False
         self._ahead[path] = _Ahead(signature, now, decoding=future)
+        return True
 
     # --- classifying ahead ------------------------------------------------------------------------
 

@@ -232,3 +232,18 @@ def test_the_daemon_files_a_frame_classified_during_its_quiet_period_once(
 
 def _filed(station: Station) -> int:
     return len(query(station, "SELECT id FROM images WHERE state = 'done'"))
+
+
+def test_a_file_taken_by_intake_before_its_turn_is_not_decoded_ahead(ahead: Ahead) -> None:
+    contents = [noise_jpeg(n, (64, 48)) for n in (8, 9, 10)]
+    paths = [write_file(ahead.inbox / f"IMG_{n:04d}.JPG", data) for n, data in enumerate(contents)]
+    for path in paths:
+        ahead.note_and_look(path)
+    assert ahead.speculation.step(free_lanes=2)  # two decodes under way (the limit), one listed
+    ahead.tracker.forget(paths[2])  # taken by intake: its row is decoded the usual way
+
+    ahead.run_until_idle()
+
+    for path, data in zip(paths[:2], contents[:2], strict=True):
+        assert isinstance(ahead.speculation.claim(str(path), sha256_hex(data)), Foreseen)
+    assert ahead.speculation.claim(str(paths[2]), sha256_hex(contents[2])) is None

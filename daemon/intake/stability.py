@@ -196,6 +196,12 @@ class StabilityTracker:
             ]
         return [(path, signature) for _, path, signature in heapq.nsmallest(limit, found)]
 
+    def still_quiet(self, path: Path, signature: FileSignature) -> bool:
+        """Whether `path` is still pending, as last looked at (`quieting` listed it so)."""
+        with self._lock:
+            entry = self._pending.get(path)
+            return entry is not None and entry.signature == signature and not _held(entry)
+
     def take_stable(self, *, due_only: bool = False) -> list[StablePath]:
         """Look at pending paths; return (and stop tracking) those that are quiet.
 
