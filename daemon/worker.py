@@ -160,7 +160,10 @@ class Worker:
         waiting = {image_id for image_id, due in self._retry_at.items() if due > now}
         # Still queued in the database until their batch is recorded: not to be taken twice.
         classifying = {d.item.id for running in self._running for d in running.images}
-        exclude = set(self._inflight) | set(self._parked) | waiting | classifying
+        # Classified ahead and taken by this top-up, queued until it records them (review of
+        # 9485063: a parked row taken as foreseen was taken again here and decoded twice).
+        foreseen = {result.image_id for result in self._foreseen}
+        exclude = set(self._inflight) | set(self._parked) | waiting | classifying | foreseen
         due = self._store.due_images(room, exclude=exclude)
         self._queue_drained = len(due) < room
         for item in due:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+import daemon.speculation
 from daemon.batching import decode_job_template
 from daemon.classify.classifier import ClipClassifier, load_for_config
 from daemon.classify.lanes import LanePlan, ModelLanes
@@ -247,3 +250,49 @@ def test_a_file_taken_by_intake_before_its_turn_is_not_decoded_ahead(ahead: Ahea
     for path, data in zip(paths[:2], contents[:2], strict=True):
         assert isinstance(ahead.speculation.claim(str(path), sha256_hex(data)), Foreseen)
     assert ahead.speculation.claim(str(paths[2]), sha256_hex(contents[2])) is None
+
+
+def test_a_row_that_waited_for_its_work_ahead_is_classified_once(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The row is recorded while its frame is in a lane ahead of time: it waits (parked), then
+    takes that verdict. Before the fix the same top-up took it again as a due row, decoded and
+    classified it a second time, and closed it as vanished once the first result had moved it."""
+    caplog.set_level(logging.INFO, logger="daemon.service")
+    parked = threading.Event()
+    claim = Speculation.claim
+    classify_ahead = daemon.speculation.classify_decoded
+
+    def noting_waits(self: Speculation, path: str, sha256: str) -> object:
+        found = claim(self, path, sha256)
+        if found == WAIT:
+            parked.set()
+        return found
+
+    def held_until_a_row_waits(*args: Any) -> Any:
+        parked.wait(SETTLE_TIMEOUT)
+        return classify_ahead(*args)
+
+    monkeypatch.setattr(Speculation, "claim", noting_waits)
+    monkeypatch.setattr(daemon.speculation, "classify_decoded", held_until_a_row_waits)
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        watch={"quiet_seconds": 1.0, "rescan_interval_seconds": 60, "health_check_seconds": 0.5},
+    )
+    contents = [noise_jpeg(n, (64, 48)) for n in range(20, 26)]
+    with daemon_thread(station):
+        wait_until(lambda: "ready in" in caplog.text, "the daemon to be ready")
+        for n, data in enumerate(contents):
+            write_file(station.inbox / f"IMG_{n:04d}.JPG", data)
+        wait_until(lambda: settled(station) and _filed(station) == len(contents), "all filed")
+
+    assert parked.is_set()  # the case under test happened
+    assert query(station, "SELECT count(*), count(DISTINCT image_id) FROM classifications") == [
+        (len(contents), len(contents))
+    ]
+    assert query(station, "SELECT count(*) FROM images WHERE decision = 'vanished'") == [(0,)]
+    assert check_invariant(station, {sha256_hex(data) for data in contents}) == []
