@@ -154,9 +154,13 @@ class Speculation:
             self._start_batch(free_lanes - len(self._batches))
         return bool(self._batches) or any(entry.busy for entry in self._ahead.values())
 
+    def lane_results(self) -> list[Future[tuple[list[Classification], float]]]:
+        """The results of the batches ahead in the lanes."""
+        return [batch.result for batch in self._batches]
+
     def wait(self, timeout: float) -> None:
         """Until some work ahead ends, or `timeout` seconds."""
-        futures: list[Future[Any]] = [batch.result for batch in self._batches]
+        futures: list[Future[Any]] = [*self.lane_results()]
         futures += [entry.decoding for entry in self._ahead.values() if entry.decoding]
         wait(futures, timeout, FIRST_COMPLETED)
 

@@ -111,8 +111,11 @@ class Worker:
             if batch:
                 self._start(batch)
                 return
-        if self._running:
-            wait([running.result for running in self._running], 0.5, FIRST_COMPLETED)
+        if self._running or self._speculation.running:
+            # Until a lane's batch ends, the worker's or one ahead (review of 9485063: with the
+            # lanes busy ahead and rows decoded, this loop spun, 280,000 turns in one burst).
+            lanes = [running.result for running in self._running]
+            wait([*lanes, *self._speculation.lane_results()], 0.5, FIRST_COMPLETED)
         elif not self._inflight:
             self._idle()
             self._wake.clear()
