@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 import daemon.speculation as speculation_module
-from daemon.classify.classifier import Classification, ClipClassifier
-from daemon.decode.jobs import DecodeOutcome
-from daemon.speculation import WAIT, Foreseen, Speculation
+from daemon.batching import decode_job_template
+from daemon.classify.classifier import Classification, ClipClassifier, load_for_config
+from daemon.classify.lanes import LanePlan, ModelLanes
+from daemon.decode.jobs import DecodeJob, DecodeOutcome
+from daemon.decode.pool import DecoderPool
+from daemon.intake.stability import StabilityTracker
+from daemon.speculation import LOOK_EVERY_SECONDS, WAIT, AheadLimits, Foreseen, Speculation
 from tests.daemon_support import (
     SETTLE_TIMEOUT,
     Station,
@@ -105,3 +113,92 @@ def test_a_row_recorded_while_its_work_ahead_runs_is_classified_once(
     assert count(station, "classifications") == 1
     assert query(station, "SELECT decision FROM images")[0][0] != "vanished"
     assert check_invariant(station, {sha256_hex(data)}) == []
+
+
+# --- the parts: a Speculation over a real inbox, real decoders, real lanes ---------------------
+
+
+@dataclass
+class Parts:
+    inbox: Path
+    tracker: StabilityTracker
+    classifier: ClipClassifier
+    job: DecodeJob
+    decoder: DecoderPool
+    lanes: ModelLanes
+    submitted: list[str]  # the path of every decode the work ahead started
+
+    def speculation(self, **limits: Any) -> Speculation:
+        settings: dict[str, Any] = {"batch_size": 8, "decodes": 2, "held": 16, "keep_seconds": 60}
+        settings.update(limits)
+        return Speculation(
+            tracker=self.tracker,
+            decoder=self.decoder,
+            lanes=self.lanes,
+            classifier=self.classifier,
+            job=self.job,
+            limits=AheadLimits(**settings),
+        )
+
+    def look(self, *paths: Path) -> None:
+        for path in paths:
+            self.tracker.note(path)
+        assert self.tracker.take_stable() == []
+
+
+@pytest.fixture
+def parts(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Parts]:
+    station = make_station(tmp_path / "station", tiny_model_dir)
+    config = station.config()
+    classifier = load_for_config(config)
+    job = decode_job_template(classifier, config)
+    tracker = StabilityTracker(60.0)  # nothing is ever taken: only worked on ahead
+    lanes = ModelLanes(LanePlan(lanes=2, threads_per_lane=1))
+    submitted: list[str] = []
+    with DecoderPool(2, timeout=60) as decoder:
+        submit = decoder.submit
+
+        def counting(job: DecodeJob) -> Future[DecodeOutcome]:
+            submitted.append(job.path)
+            return submit(job)
+
+        monkeypatch.setattr(decoder, "submit", counting)
+        yield Parts(station.inbox, tracker, classifier, job, decoder, lanes, submitted)
+    lanes.close()
+
+
+def _run(speculation: Speculation, *, until: Callable[[], bool] = lambda: False) -> None:
+    """Step the work ahead as an idle worker does, until `until` holds or it has had nothing
+    to do for longer than its look interval (the worker steps it again after that too)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    busy_at = time.monotonic()
+    while not until() and time.monotonic() < busy_at + 3 * LOOK_EVERY_SECONDS:
+        assert time.monotonic() < deadline, "work ahead never ended"
+        if speculation.step(free_lanes=2):
+            busy_at = time.monotonic()
+        speculation.wait(0.05)
+    speculation.harvest()
+
+
+# --- DEFECT: more quiet files than results kept: the same files decoded again and again ---------
+
+
+def test_more_quiet_files_than_results_kept_are_each_decoded_ahead_once(parts: Parts) -> None:
+    """DEFECT on 9485063. _forget_old drops the oldest results beyond `kept` (1024 in the
+    daemon: a burst of a few thousand frames), which are the soonest due, the very ones
+    quieting() lists first; _done_or_doing no longer skips them (their entry is gone), so
+    they are decoded and classified again, dropped again, and so on for the whole quiet
+    period: the work ahead never ends and burns the decoders and the model on frames it has
+    already done. Shown here with kept=2 and 4 unchanged files."""
+    files = [
+        write_file(parts.inbox / f"IMG_{n:04}.JPG", noise_jpeg(200 + n, (32, 24))) for n in range(4)
+    ]
+    parts.look(*files)
+    speculation = parts.speculation(kept=2)
+    try:
+        _run(speculation, until=lambda: len(parts.submitted) > 2 * len(files))
+    finally:
+        speculation.close()
+
+    assert len(parts.submitted) >= 2  # it did work ahead, as much as it may keep
+    assert len(parts.submitted) == len(set(parts.submitted)), "a file decoded ahead twice"
