@@ -195,7 +195,10 @@ class Speculation:
             return
         decoding = sum(entry.decoding is not None for entry in self._ahead.values())
         held = sum(entry.busy or entry.decoded is not None for entry in self._ahead.values())
-        room = min(self._limits.decodes - decoding, self._limits.held - held)
+        # Nothing new while `kept` results wait: dropping one to make room would drop the
+        # soonest due, which quieting() lists first again (review hX8: decoded over and over).
+        kept = self._limits.kept - len(self._ahead)
+        room = min(self._limits.decodes - decoding, self._limits.held - held, kept)
         now = self._clock()
         if room > 0 and not self._candidates and now >= self._looked_at + LOOK_EVERY_SECONDS:
             self._looked_at = now
