@@ -3,6 +3,8 @@ real daemon and the real parts. Tests marked DEFECT fail on 9485063."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -12,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
+import daemon.service
 import daemon.speculation as speculation_module
 from daemon.batching import decode_job_template
 from daemon.classify.classifier import Classification, ClipClassifier, load_for_config
 from daemon.classify.lanes import LanePlan, ModelLanes
-from daemon.decode.jobs import DecodeJob, DecodeOutcome
+from daemon.decode.jobs import DecodeJob, DecodeOutcome, decode_job
 from daemon.decode.pool import DecoderPool
 from daemon.intake.stability import StabilityTracker
 from daemon.speculation import LOOK_EVERY_SECONDS, WAIT, AheadLimits, Foreseen, Speculation
@@ -37,6 +41,7 @@ from tests.daemon_support import (
     wait_until,
     write_file,
 )
+from tests.poison_decoders import poisoned_decode
 
 
 @pytest.fixture(autouse=True)
@@ -202,3 +207,159 @@ def test_more_quiet_files_than_results_kept_are_each_decoded_ahead_once(parts: P
 
     assert len(parts.submitted) >= 2  # it did work ahead, as much as it may keep
     assert len(parts.submitted) == len(set(parts.submitted)), "a file decoded ahead twice"
+
+
+# --- held: the verdict taken is the one a decode now would give --------------------------------
+
+SAMPLE_FILES = [
+    "night_ir/american_black_bear.jpg",
+    "tiger/anno_1440.jpg",
+    "other_animal/snapshot_serengeti_S5_U10_U10_R4_S5_U10_R4_IMAG3595.JPG",
+    "other_animal/ocelot.jpg",
+    "edge_cases/african_elephants_with_exif_orientation.jpg",
+    "edge_cases/african_elephants_cmyk.jpg",
+]
+
+
+def test_a_verdict_classified_ahead_is_that_of_a_decode_of_the_rows_bytes(
+    parts: Parts, samples_dir: Path
+) -> None:
+    """Held. Real photos (infrared, EXIF camera and time, info strip, orientation, CMYK)
+    decoded and classified ahead give the outcome (capture time, camera, infrared, strips)
+    and the verdict a decode of the row's bytes gives now."""
+    files = {
+        write_file(parts.inbox / Path(name).name, (samples_dir / name).read_bytes()): name
+        for name in SAMPLE_FILES
+    }
+    parts.look(*files)
+    speculation = parts.speculation()
+    seen: list[DecodeOutcome] = []
+    try:
+        _run(speculation)
+        for path in files:
+            digest = sha256_hex(path.read_bytes())
+            claimed = speculation.claim(str(path), digest)
+            assert isinstance(claimed, Foreseen), path
+            now = decode_job(dataclasses.replace(parts.job, path=str(path), sha256=digest))
+            assert now.pixels is not None
+            assert _fields(claimed.outcome) == _fields(now)
+            seen.append(claimed.outcome)
+            expected = parts.classifier.classify_pixels([now.pixels], [now.infrared])[0]
+            got = claimed.classification
+            assert (got.infrared, got.view, len(got.views)) == (
+                expected.infrared,
+                expected.view,
+                len(expected.views),
+            )
+            assert got.probabilities == pytest.approx(expected.probabilities, abs=2e-2)
+            assert np.allclose(got.embedding, expected.embedding, atol=5e-2)
+    finally:
+        speculation.close()
+    # The photos chosen exercise what the outcome carries beyond the pixels.
+    assert any(outcome.infrared for outcome in seen)
+    assert any(outcome.camera_make for outcome in seen)
+    assert any(outcome.capture_time for outcome in seen)
+    assert any(outcome.strip_top or outcome.strip_bottom for outcome in seen)
+
+
+def _fields(outcome: DecodeOutcome) -> dict[str, object]:
+    """An outcome's fields less its pixels and timing (DecodeOutcome has eq=False)."""
+    fields = dataclasses.asdict(dataclasses.replace(outcome, pixels=None, decode_ms=0.0))
+    return fields
+
+
+# --- held: failures ahead cost the frame nothing -------------------------------------------------
+
+
+def test_a_model_failure_ahead_costs_the_frame_no_attempt(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Held. Every batch ahead raises: the frame is classified as usual, once, with no
+    attempt counted and no model failure counted against the daemon."""
+    caplog.set_level(logging.INFO)
+    failed: list[int] = []
+
+    def failing(
+        classifier: ClipClassifier, outcomes: Sequence[DecodeOutcome]
+    ) -> tuple[list[Classification], float]:
+        failed.append(len(outcomes))
+        raise RuntimeError("CUDA out of memory (simulated, ahead)")
+
+    monkeypatch.setattr(speculation_module, "classify_decoded", failing)
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        watch={"quiet_seconds": 1.0, "rescan_interval_seconds": 60, "health_check_seconds": 0.5},
+    )
+    frames = {f"IMG_03{n:02}.JPG": noise_jpeg(300 + n, (64, 48)) for n in range(4)}
+    with daemon_thread(station):
+        wait_until(lambda: "ready in" in caplog.text, "the daemon to be ready")
+        for name, data in frames.items():
+            write_file(station.inbox / name, data)
+        wait_until(lambda: settled(station) and _filed(station) == len(frames), "frames filed")
+
+    assert failed  # the attack ran: batches ahead were tried and failed
+    assert query(station, "SELECT DISTINCT attempts FROM images") == [(0,)]
+    assert count(station, "classifications") == len(frames)
+    assert check_invariant(station, {sha256_hex(data) for data in frames.values()}) == []
+
+
+def test_poison_files_decoded_ahead_are_quarantined_after_their_own_attempts(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Held. A file that kills its decoder and one that hangs it, both in their quiet period:
+    the work ahead meets the crash and the hang first (the pool restarts the process), and
+    costs neither frame an attempt; each is quarantined after max_decode_attempts decodes of
+    its row, and a good frame beside them is filed."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(
+        daemon.service, "DecoderPool", functools.partial(DecoderPool, job_function=poisoned_decode)
+    )
+    ahead: list[str] = []
+    start_decode = Speculation._start_decode
+
+    def recording(self: Speculation, path: str, *args: Any) -> None:
+        ahead.append(Path(path).name)
+        start_decode(self, path, *args)
+
+    monkeypatch.setattr(Speculation, "_start_decode", recording)
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        watch={"quiet_seconds": 1.0, "rescan_interval_seconds": 60, "health_check_seconds": 0.5},
+        worker={
+            "decode_timeout_seconds": 1.0,
+            "max_decode_attempts": 2,
+            "retry_delay_seconds": 0.2,
+            "batch_max_wait_seconds": 0.2,
+            "destination_retry_seconds": 0.5,
+        },
+    )
+    files = {
+        "crash.jpg": noise_jpeg(401, (64, 48)),
+        "hang.jpg": noise_jpeg(402, (64, 48)),
+        "good.jpg": noise_jpeg(403, (64, 48)),
+    }
+    with daemon_thread(station):
+        wait_until(lambda: "ready in" in caplog.text, "the daemon to be ready")
+        for name, data in files.items():
+            write_file(station.inbox / name, data)
+        wait_until(lambda: settled(station) and _filed(station) == len(files), "all filed")
+
+    assert {"crash.jpg", "hang.jpg"} <= set(ahead)  # the attack ran
+    rows = {
+        name: (decision, attempts)
+        for name, decision, attempts in query(
+            station, "SELECT original_name, decision, attempts FROM images"
+        )
+    }
+    assert rows["crash.jpg"] == ("quarantined", 2)
+    assert rows["hang.jpg"] == ("quarantined", 2)
+    assert rows["good.jpg"][0] in {"positive", "negative", "uncertain"}
+    assert check_invariant(station, {sha256_hex(data) for data in files.values()}) == []
