@@ -363,3 +363,42 @@ def test_poison_files_decoded_ahead_are_quarantined_after_their_own_attempts(
     assert rows["hang.jpg"] == ("quarantined", 2)
     assert rows["good.jpg"][0] in {"positive", "negative", "uncertain"}
     assert check_invariant(station, {sha256_hex(data) for data in files.values()}) == []
+
+
+# --- cost: a file uploaded slowly ------------------------------------------------------------
+
+
+def test_a_file_uploaded_in_chunks_is_not_classified_ahead_cut_short(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An uploader that opens, appends and closes per chunk (no writer held between): every
+    chunk restarts the quiet period with a new signature, and the work ahead decodes the
+    file as it stands each time. Costs one read and decode per chunk; what matters is that
+    none of those cut-short frames reaches the model or is taken for the row."""
+    batches: list[int] = []
+    real = speculation_module.classify_decoded
+
+    def counting(
+        classifier: ClipClassifier, outcomes: Sequence[DecodeOutcome]
+    ) -> tuple[list[Classification], float]:
+        batches.append(len(outcomes))
+        return real(classifier, outcomes)
+
+    monkeypatch.setattr(speculation_module, "classify_decoded", counting)
+    data = noise_jpeg(500, (640, 480))
+    path = parts.inbox / "IMG_0500.JPG"
+    chunks = 10
+    size = -(-len(data) // chunks)
+    speculation = parts.speculation()
+    try:
+        for start in range(0, len(data), size):
+            with path.open("ab") as handle:
+                handle.write(data[start : start + size])
+            parts.look(path)  # the intake's pass on the CLOSED hint
+            _run(speculation)
+        claimed = speculation.claim(str(path), sha256_hex(data))
+    finally:
+        speculation.close()
+    print(f"{chunks} chunks: {len(parts.submitted)} decodes ahead, {sum(batches)} classified")
+    assert isinstance(claimed, Foreseen)
+    assert sum(batches) == 1, "cut-short frames were classified ahead"
