@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -402,3 +403,88 @@ def test_a_file_uploaded_in_chunks_is_not_classified_ahead_cut_short(
     print(f"{chunks} chunks: {len(parts.submitted)} decodes ahead, {sum(batches)} classified")
     assert isinstance(claimed, Foreseen)
     assert sum(batches) == 1, "cut-short frames were classified ahead"
+
+
+# --- held: stop while work ahead runs -----------------------------------------------------------
+
+
+def test_the_daemon_stops_promptly_while_a_decode_ahead_hangs(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Held. A decode ahead that never ends (decode timeout 300 s) does not hold up a stop:
+    the pool kills its busy process at once (daemon_thread fails a stop over 60 s)."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(
+        daemon.service, "DecoderPool", functools.partial(DecoderPool, job_function=poisoned_decode)
+    )
+    started = threading.Event()
+    start_decode = Speculation._start_decode
+
+    def recording(self: Speculation, path: str, *args: Any) -> None:
+        start_decode(self, path, *args)
+        started.set()
+
+    monkeypatch.setattr(Speculation, "_start_decode", recording)
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        watch={"quiet_seconds": 30.0, "rescan_interval_seconds": 60, "health_check_seconds": 0.5},
+        worker={"decode_timeout_seconds": 300.0},
+    )
+    with daemon_thread(station):
+        wait_until(lambda: "ready in" in caplog.text, "the daemon to be ready")
+        write_file(station.inbox / "hang.jpg", noise_jpeg(600, (64, 48)))
+        wait_until(started.is_set, "the decode ahead to start")
+    assert "stopped" in caplog.text
+
+
+# --- held: other bytes under the name ----------------------------------------------------------
+
+
+def test_a_file_rewritten_with_its_size_and_mtime_after_the_work_ahead_is_decoded_anew(
+    parts: Parts,
+) -> None:
+    """Held. Other bytes of the same size, the mtime set back (touch -d) and the same inode:
+    the tracker sees no change, but the row's digest is that of the new bytes, so the work
+    ahead on the old ones is not taken."""
+    old = noise_jpeg(700, (64, 48))
+    new = bytearray(old)
+    new[-100] ^= 0xFF  # the same length, other content
+    path = write_file(parts.inbox / "IMG_0700.JPG", old)
+    before = path.stat()
+    parts.look(path)
+    speculation = parts.speculation()
+    try:
+        _run(speculation)
+        with path.open("r+b") as handle:  # in place: the same inode
+            handle.write(bytes(new))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert path.stat().st_ino == before.st_ino
+        assert parts.tracker.take_stable() == []  # unchanged to the tracker
+        assert speculation.claim(str(path), sha256_hex(bytes(new))) is None
+    finally:
+        speculation.close()
+
+
+def test_a_file_renamed_away_and_another_put_under_its_name_is_judged_by_its_bytes(
+    parts: Parts,
+) -> None:
+    """Held. The first file classified ahead is renamed away and another, of the same size
+    and mtime, put under its name: the row of the name holds the new bytes and gets nothing
+    from the work ahead on the old ones; the renamed file's own row (its new name) neither."""
+    first = noise_jpeg(710, (64, 48))
+    second = noise_jpeg(711, (64, 48))
+    path = write_file(parts.inbox / "IMG_0710.JPG", first)
+    parts.look(path)
+    speculation = parts.speculation()
+    try:
+        _run(speculation)
+        moved = path.rename(parts.inbox / "IMG_0710_renamed.JPG")
+        write_file(path, second)
+        assert speculation.claim(str(path), sha256_hex(second)) is None
+        assert speculation.claim(str(moved), sha256_hex(first)) is None
+    finally:
+        speculation.close()
