@@ -43,6 +43,7 @@ from tests.daemon_support import (
     write_file,
 )
 from tests.poison_decoders import poisoned_decode
+from tests.speculation_review_decoders import slow_row_decode
 
 
 @pytest.fixture(autouse=True)
@@ -488,3 +489,53 @@ def test_a_file_renamed_away_and_another_put_under_its_name_is_judged_by_its_byt
         assert speculation.claim(str(moved), sha256_hex(first)) is None
     finally:
         speculation.close()
+
+
+def test_a_parked_row_taken_twice_is_not_recorded_vanished_once_filed(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """DEFECT on 9485063, the worse face of the double take above: the second decode of the
+    row reads the file after the routing moved it into the destination (decodes of rows
+    made slow here), finds it gone, and record_vanished closes the filed row as VANISHED
+    (it checks the path, not the state): the database says the frame vanished while it
+    lies in the archive."""
+    caplog.set_level(logging.INFO, logger="daemon.service")
+    monkeypatch.setattr(
+        daemon.service, "DecoderPool", functools.partial(DecoderPool, job_function=slow_row_decode)
+    )
+    parked = threading.Event()
+    claims = _claims(monkeypatch, parked)
+    real = speculation_module.classify_decoded
+
+    def slow_ahead(
+        classifier: ClipClassifier, outcomes: Sequence[DecodeOutcome]
+    ) -> tuple[list[Classification], float]:
+        parked.wait(SETTLE_TIMEOUT)
+        return real(classifier, outcomes)
+
+    monkeypatch.setattr(speculation_module, "classify_decoded", slow_ahead)
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        watch={"quiet_seconds": 1.0, "rescan_interval_seconds": 60, "health_check_seconds": 0.5},
+    )
+    data = noise_jpeg(102, (64, 48))
+    with daemon_thread(station):
+        wait_until(lambda: "ready in" in caplog.text, "the daemon to be ready")
+        write_file(station.inbox / "IMG_0102.JPG", data)
+        wait_until(lambda: settled(station) and _filed(station) == 1, "the frame filed")
+        # A second take (a None claim) ends in a second classification or a vanished row.
+        wait_until(
+            lambda: (
+                None not in claims
+                or count(station, "classifications") > 1
+                or query(station, "SELECT decision FROM images")[0][0] == "vanished"
+            ),
+            "the second take, if any, to end",
+        )
+
+    assert query(station, "SELECT decision FROM images")[0][0] != "vanished"
+    assert check_invariant(station, {sha256_hex(data)}) == []
