@@ -42,6 +42,7 @@ from tests.daemon_support import (
     wait_until,
     write_file,
 )
+from tests.fake_clock import FakeClock
 from tests.poison_decoders import poisoned_decode
 from tests.speculation_review_decoders import slow_row_decode
 
@@ -539,3 +540,47 @@ def test_a_parked_row_taken_twice_is_not_recorded_vanished_once_filed(
 
     assert query(station, "SELECT decision FROM images")[0][0] != "vanished"
     assert check_invariant(station, {sha256_hex(data)}) == []
+
+
+# --- held: results nobody claims are dropped ---------------------------------------------
+
+
+def test_results_nobody_claims_are_dropped_after_keep_seconds(parts: Parts) -> None:
+    """Held. Files classified ahead that never get a row of their own (deleted, rejected,
+    duplicates): their results are dropped once keep_seconds have passed, so memory holds
+    no more than the results of the last keep_seconds (and at most `kept`)."""
+    clock = FakeClock()
+    files = [
+        write_file(parts.inbox / f"IMG_08{n:02}.JPG", noise_jpeg(800 + n, (32, 24)))
+        for n in range(3)
+    ]
+    parts.look(*files)
+    speculation = Speculation(
+        tracker=parts.tracker,
+        decoder=parts.decoder,
+        lanes=parts.lanes,
+        classifier=parts.classifier,
+        job=parts.job,
+        limits=AheadLimits(batch_size=8, decodes=2, held=16, keep_seconds=60),
+        clock=clock,
+    )
+    try:
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while speculation.step(free_lanes=2) or len(parts.submitted) < len(files):
+            assert time.monotonic() < deadline, "work ahead never ended"
+            speculation.wait(0.05)
+            clock.advance(LOOK_EVERY_SECONDS / 4)  # the next look comes after a few steps
+        assert sorted(parts.submitted) == sorted(str(path) for path in files)
+        kept = files.pop()
+        assert isinstance(speculation.claim(str(kept), sha256_hex(kept.read_bytes())), Foreseen)
+        digests = {path: sha256_hex(path.read_bytes()) for path in files}
+        for path in [*files, kept]:  # the others leave the inbox without a row
+            path.unlink()
+        assert parts.tracker.take_stable() == []  # and the tracker forgets them
+        clock.advance(61.0)
+        assert not speculation.step(free_lanes=2)
+        for path in files:  # a claim now, with the right digest, finds nothing
+            assert speculation.claim(str(path), digests[path]) is None
+        assert len(parts.submitted) == 3  # nothing decoded again meanwhile
+    finally:
+        speculation.close()
