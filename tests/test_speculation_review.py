@@ -26,6 +26,7 @@ from daemon.classify.classifier import Classification, ClipClassifier, load_for_
 from daemon.classify.lanes import LanePlan, ModelLanes
 from daemon.decode.jobs import DecodeJob, DecodeOutcome, decode_job
 from daemon.decode.pool import DecoderPool
+from daemon.delivery.router import RoutingLoop
 from daemon.intake.stability import StabilityTracker
 from daemon.speculation import LOOK_EVERY_SECONDS, WAIT, AheadLimits, Foreseen, Speculation
 from tests.daemon_support import (
@@ -584,3 +585,45 @@ def test_results_nobody_claims_are_dropped_after_keep_seconds(parts: Parts) -> N
         assert len(parts.submitted) == 3  # nothing decoded again meanwhile
     finally:
         speculation.close()
+
+
+# --- waste: work ahead while the destination disk is full ----------------------------------------
+
+
+def test_no_work_ahead_while_the_destination_is_full(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """DEFECT (waste) on 9485063. While the destination disk is full (routing blocked) the
+    worker takes no rows, so it sits idle, and the work ahead decodes and classifies every
+    frame arriving meanwhile: results no row takes before keep_seconds (quiet + 60 s) have
+    passed are dropped, and each frame is decoded and classified again once space returns.
+    A full disk can last hours on a remote station: the CPU (and battery) spent twice."""
+    caplog.set_level(logging.INFO, logger="daemon.service")
+    full = threading.Event()
+    monkeypatch.setattr(RoutingLoop, "blocked", property(lambda self: full.is_set()))
+    ahead: list[str] = []
+    start_decode = Speculation._start_decode
+
+    def recording(self: Speculation, path: str, *args: Any) -> None:
+        ahead.append(Path(path).name)
+        start_decode(self, path, *args)
+
+    monkeypatch.setattr(Speculation, "_start_decode", recording)
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        watch={"quiet_seconds": 1.0, "rescan_interval_seconds": 60, "health_check_seconds": 0.5},
+    )
+    data = noise_jpeg(900, (64, 48))
+    with daemon_thread(station):
+        wait_until(lambda: "ready in" in caplog.text, "the daemon to be ready")
+        full.set()
+        write_file(station.inbox / "IMG_0900.JPG", data)
+        wait_until(lambda: len(query(station, "SELECT id FROM images")) == 1, "the row recorded")
+        assert ahead == []  # nothing done ahead that no row may take
+        full.clear()
+        wait_until(lambda: settled(station) and _filed(station) == 1, "the frame filed")
+    assert check_invariant(station, {sha256_hex(data)}) == []
