@@ -125,10 +125,15 @@ class Worker:
         until rows are queued (the wake event), for half a second at most. Rows waiting for
         their work ahead to end come back as soon as some of it ends."""
         deadline = time.monotonic() + 0.5
-        while not self._wake.is_set() and (left := deadline - time.monotonic()) > 0:
-            if not self._speculation.step(self._lanes.count):
-                break
-            self._speculation.wait(min(left, _AHEAD_LOOK))
+        # A full destination disk: no row is taken, so work ahead would only be dropped after
+        # keep_seconds and done again once space returns (review hX8). Parked rows are still
+        # served: each top-up harvests.
+        ahead = not self._routing.blocked
+        while ahead and not self._wake.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self._speculation.step(self._lanes.count):
+                self._speculation.wait(min(left, _AHEAD_LOOK))
+            else:  # nothing under way, or the tracker's look was too recent: look again soon
+                self._wake.wait(min(left, _AHEAD_LOOK))
             if self._parked:
                 return
         self._wake.wait(max(0.0, deadline - time.monotonic()))
