@@ -627,3 +627,44 @@ def test_no_work_ahead_while_the_destination_is_full(
         full.clear()
         wait_until(lambda: settled(station) and _filed(station) == 1, "the frame filed")
     assert check_invariant(station, {sha256_hex(data)}) == []
+
+
+# --- held: the same bytes under two names ---------------------------------------------------------
+
+
+def test_the_same_bytes_under_two_names_are_filed_once_each(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Held. One content dropped under two names during the quiet period: the work ahead is
+    kept by path, each row takes at most its own path's, and the invariant holds (one
+    classification per classified row, every file in one place, recorded)."""
+    caplog.set_level(logging.INFO, logger="daemon.service")
+    claims = _claims(monkeypatch)
+    station = make_station(
+        tmp_path / "station",
+        tiny_model_dir,
+        watch={"quiet_seconds": 1.0, "rescan_interval_seconds": 60, "health_check_seconds": 0.5},
+    )
+    data = noise_jpeg(950, (64, 48))
+    with daemon_thread(station):
+        wait_until(lambda: "ready in" in caplog.text, "the daemon to be ready")
+        write_file(station.inbox / "IMG_0950.JPG", data)
+        write_file(station.inbox / "copy_of_IMG_0950.JPG", data)
+        wait_until(
+            lambda: (
+                settled(station) and count(station, "images") + count(station, "duplicates") == 2
+            ),
+            "both names settled",
+        )
+    # One image row (the other name is its duplicate), classified once.
+    assert (count(station, "images"), count(station, "duplicates")) == (1, 1)
+    assert count(station, "classifications") == 1
+    assert len([found for found in claims if isinstance(found, Foreseen)]) <= 1
+    assert check_invariant(station, {sha256_hex(data)}) == []
+
+
+def _rows(station: Station) -> int:
+    return count(station, "images") + count(station, "duplicates")
