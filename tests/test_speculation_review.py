@@ -328,9 +328,9 @@ def test_poison_files_decoded_ahead_are_quarantined_after_their_own_attempts(
     ahead: list[str] = []
     start_decode = Speculation._start_decode
 
-    def recording(self: Speculation, path: str, *args: Any) -> None:
+    def recording(self: Speculation, path: str, *args: Any) -> bool:
         ahead.append(Path(path).name)
-        start_decode(self, path, *args)
+        return start_decode(self, path, *args)
 
     monkeypatch.setattr(Speculation, "_start_decode", recording)
     station = make_station(
@@ -426,9 +426,10 @@ def test_the_daemon_stops_promptly_while_a_decode_ahead_hangs(
     started = threading.Event()
     start_decode = Speculation._start_decode
 
-    def recording(self: Speculation, path: str, *args: Any) -> None:
-        start_decode(self, path, *args)
+    def recording(self: Speculation, path: str, *args: Any) -> bool:
+        submitted = start_decode(self, path, *args)
         started.set()
+        return submitted
 
     monkeypatch.setattr(Speculation, "_start_decode", recording)
     station = make_station(
@@ -607,9 +608,9 @@ def test_no_work_ahead_while_the_destination_is_full(
     ahead: list[str] = []
     start_decode = Speculation._start_decode
 
-    def recording(self: Speculation, path: str, *args: Any) -> None:
+    def recording(self: Speculation, path: str, *args: Any) -> bool:
         ahead.append(Path(path).name)
-        start_decode(self, path, *args)
+        return start_decode(self, path, *args)
 
     monkeypatch.setattr(Speculation, "_start_decode", recording)
     station = make_station(

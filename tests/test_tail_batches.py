@@ -81,6 +81,8 @@ def probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[Probe]:
         return classify_pixels(self, pixels, infrared)
 
     monkeypatch.setattr(daemon.worker.Worker, "_submit", held_submit)
+    # No work ahead: the held frame must reach _submit, not be taken as classified ahead.
+    monkeypatch.setattr(daemon.worker.Speculation, "step", lambda self, free_lanes: False)
     monkeypatch.setattr(ClipClassifier, "classify_pixels", recording)
     yield found
     found.release.set()
