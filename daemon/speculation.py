@@ -121,12 +121,14 @@ class Speculation:
         lanes: ModelLanes,
         classifier: ClipClassifier,
     ) -> Speculation:
-        """The daemon's: as much held decoded as the worker decodes ahead of its batches."""
+        """The daemon's: a batch's worth of frames held decoded ahead."""
         batch_size = config.model.batch_size
         limits = AheadLimits(
             batch_size=batch_size,
             decodes=2 * config.worker.decode_processes,
-            held=2 * batch_size,
+            # A batch's worth: these pixels come on top of the worker's lookahead when rows
+            # arrive while work ahead is under way (fp32 `crops` peaked at 0.903 GB with two).
+            held=batch_size,
             keep_seconds=config.watch.quiet_seconds + 60,
         )
         job = decode_job_template(classifier, config)
