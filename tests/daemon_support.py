@@ -24,6 +24,7 @@ from PIL import Image
 
 from daemon.config import Config, load_config
 from daemon.service import run_daemon
+from daemon.speculation import Speculation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -504,3 +505,9 @@ def _check_destinations_recorded(
                 problems.append(f"partial copy left behind: {path}")
             elif path not in recorded:
                 problems.append(f"{path} is in a destination but not recorded")
+
+
+def without_work_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No frame is decoded or classified during its quiet period (daemon/speculation.py): for
+    tests that hold or fail a row's own decode or batch, which work ahead would bypass."""
+    monkeypatch.setattr(Speculation, "step", lambda self, free_lanes: False)

@@ -52,6 +52,7 @@ from tests.daemon_support import (
     wait_for,
     wait_until,
     with_comment,
+    without_work_ahead,
     write_file,
 )
 from tests.notify_receiver import NotifyReceiver
@@ -613,6 +614,7 @@ def decode_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecodeGate]:
         return original_submit(self, item)
 
     monkeypatch.setattr(daemon.worker.Worker, "_submit", held_submit)
+    without_work_ahead(monkeypatch)  # the row's own decode is what is held
     yield gate
     gate.release()
 

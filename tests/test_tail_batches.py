@@ -31,6 +31,7 @@ from tests.daemon_support import (
     settled,
     sha256_of,
     wait_until,
+    without_work_ahead,
     write_file,
 )
 
@@ -82,7 +83,7 @@ def probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[Probe]:
 
     monkeypatch.setattr(daemon.worker.Worker, "_submit", held_submit)
     # No work ahead: the held frame must reach _submit, not be taken as classified ahead.
-    monkeypatch.setattr(daemon.worker.Speculation, "step", lambda self, free_lanes: False)
+    without_work_ahead(monkeypatch)
     monkeypatch.setattr(ClipClassifier, "classify_pixels", recording)
     yield found
     found.release.set()

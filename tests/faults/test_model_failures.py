@@ -24,6 +24,7 @@ from tests.daemon_support import (
     query,
     settled,
     sha256_of,
+    without_work_ahead,
 )
 from tests.faults.fault_kit import noise_jpeg, wait_until, write_file
 
@@ -42,6 +43,8 @@ def failing_on(monkeypatch: pytest.MonkeyPatch, fails: Callable[[str], bool]) ->
         return original(self, good)
 
     monkeypatch.setattr(daemon.worker.Worker, "_classify", classify)
+    # The row's own batch is what fails; work ahead failing costs nothing (test_speculation_review).
+    without_work_ahead(monkeypatch)
 
 
 def station_with_lanes(tmp_path: Path, model_dir: Path) -> Station:
